@@ -1,0 +1,48 @@
+"""The `bnnx` command line: a thin Typer layer over the Python API.
+
+Every command turns bad input into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import typer
+
+from bnnx.errors import BnnxError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="bnnx: train binarized and ternary neural networks, reproduce the papers' tables.")
+
+
+def user_errors(command):
+    """Print a BnnxError as one line and exit with its code (2), never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BnnxError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(error.exit_code)
+
+    return wrapper
+
+
+def _register_commands() -> None:
+    from bnnx.cli import train  # noqa: F401  (each module adds its commands to `app`)
+
+    for name in ("data", "summary", "sweep", "analyze", "export"):
+        try:
+            __import__(f"bnnx.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"bnnx.cli.{name}":
+                raise
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _register_commands()
+    sys.exit(app())

@@ -1,0 +1,164 @@
+"""What a training method is: a typed config that builds a `Recipe` for the one training loop.
+
+A recipe says how parameters move (an optax transformation routed by the label tree), what
+is frozen (the train state's trainable mask), what the forward pass sees (the quant
+collection's precision masks and runtime values) and when these change (an epoch hook and
+an in-jit runtime function of the step). The loop knows nothing else about methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bnnx.errors import check
+from bnnx.layers import LayerRecord
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@dataclasses.dataclass
+class MethodContext:
+    """What a method may know about the run it is built for."""
+
+    layers: list[LayerRecord]
+    labels: Any  # 'binary' | 'real' per parameter, from the layers
+    steps_per_epoch: int
+    epochs: int
+    seed: int
+    run_dir: Path | None = None
+    services: Any = None  # train.services.RunServices: sub-runs, evaluation, checkpoints
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def _identity_state(state, *args):
+    return state
+
+
+def _identity_quant(quant, step):
+    return quant
+
+
+def _no_metrics(state) -> dict[str, float]:
+    return {}
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A method, ready for the training loop.
+
+    - `tx`: the optimizer over all parameters.
+    - `prepare(state)`: once, at the start of a fresh run (not on resume).
+    - `on_epoch(state, epoch)`: host side, before each epoch; a pure function of its inputs, so
+      a resumed run replays it exactly.
+    - `runtime(quant, step)`: inside the jitted step; sets runtime quantizer values (BMD's β).
+    - `metrics(state)`: scheduled values and statistics to record each epoch.
+    """
+
+    tx: optax.GradientTransformation
+    prepare: Callable = _identity_state
+    on_epoch: Callable = _identity_state
+    runtime: Callable = _identity_quant
+    metrics: Callable = _no_metrics
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Fields every method shares. Subclasses add theirs and implement `build`."""
+
+    lr: float = 1e-3
+    schedule: str = "cosine"
+
+    def __post_init__(self):
+        check(self.lr > 0, f"method.lr must be > 0 (got {self.lr})")
+        check(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; valid options: {', '.join(SCHEDULES)}")
+
+    @property
+    def name(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    def adapt_model(self, model):
+        """The model as this method trains it (e.g. `fp` trains the full-precision twin)."""
+        return model
+
+    def build(self, ctx: MethodContext) -> Recipe:
+        raise NotImplementedError
+
+    def lr_schedule(self, total_steps: int) -> optax.Schedule:
+        return lr_schedule(self.schedule, self.lr, total_steps)
+
+
+def lr_schedule(kind: str, lr: float, total_steps: int) -> optax.Schedule:
+    total_steps = max(1, total_steps)
+    if kind == "cosine":
+        return optax.cosine_decay_schedule(lr, total_steps)
+    if kind == "linear":
+        return optax.linear_schedule(lr, 0.0, total_steps)
+    return optax.constant_schedule(lr)
+
+
+def adam(learning_rate) -> optax.GradientTransformation:
+    """Adam whose learning rate lives in the optimizer state, so it can be logged and scheduled."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+def by_label(labels, binary: optax.GradientTransformation, real: optax.GradientTransformation):
+    """Route binary-bound kernels and real parameters to their own transformations."""
+    return optax.partition({"binary": binary, "real": real}, labels)
+
+
+class EmptyState(NamedTuple):
+    pass
+
+
+def project_box(low: float = -1.0, high: float = 1.0) -> optax.GradientTransformation:
+    """Projection Π onto [low, high] after the update: u ← clip(w + u, low, high) − w."""
+
+    def init(params):
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        new = jax.tree.map(lambda u, w: jnp.clip(w + u, low, high) - w, updates, params)
+        return new, state
+
+    return optax.GradientTransformation(init, update)
+
+
+OPTIMIZER_CONSTANTS = {"b1", "b2", "eps", "eps_root", "momentum", "nesterov", "decay", "initial_scale"}
+
+
+def scheduled_values(opt_state) -> dict[str, float]:
+    """Every injected hyperparameter in an optimizer state, by name (learning_rate → lr)."""
+    found: dict[str, float] = {}
+
+    def visit(node):
+        if hasattr(node, "hyperparams") and isinstance(node.hyperparams, dict):
+            for key, value in node.hyperparams.items():
+                if key not in OPTIMIZER_CONSTANTS:
+                    found.setdefault("lr" if key == "learning_rate" else key, float(value))
+        elif isinstance(node, dict):
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (tuple, list)):
+            for value in node:
+                visit(value)
+        elif hasattr(node, "inner_states"):
+            visit(node.inner_states)
+        elif hasattr(node, "inner_state"):
+            visit(node.inner_state)
+
+    visit(opt_state)
+    return found
+
+
+def select(tree, labels, label: str):
+    """The leaves of `tree` whose label is `label` (others None), for per-group statistics."""
+    return jax.tree.map(lambda leaf, lab: leaf if lab == label else None, tree, labels)

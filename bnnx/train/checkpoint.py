@@ -1,0 +1,100 @@
+"""Orbax checkpoints of the train state plus the loop's position (epoch, batch, running sums)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from bnnx.errors import CheckpointError
+
+STATE_FIELDS = ("step", "params", "batch_stats", "quant", "trainable", "opt_state", "rng")
+
+
+def _quiet_orbax():
+    for name in ("absl", "orbax", "jax._src.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def state_tree(state) -> dict:
+    return {name: getattr(state, name) for name in STATE_FIELDS}
+
+
+class Checkpoints:
+    """Checkpoints under `<run_dir>/checkpoints`, written atomically by orbax (temp dir + rename)."""
+
+    def __init__(self, run_dir: Path, max_to_keep: int = 2):
+        import orbax.checkpoint as ocp
+
+        _quiet_orbax()
+        self._ocp = ocp
+        self.directory = Path(run_dir).absolute() / "checkpoints"
+        self._manager = None
+        self._max_to_keep = max_to_keep
+
+    @property
+    def manager(self):
+        if self._manager is None:
+            options = self._ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
+                                                         enable_async_checkpointing=False)
+            self._manager = self._ocp.CheckpointManager(self.directory, options=options)
+        return self._manager
+
+    def exists(self) -> bool:
+        return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
+
+    def save(self, state, position: dict) -> None:
+        ocp = self._ocp
+        tree = jax.device_get(state_tree(state))
+        step = int(tree["step"])
+        if step in self.manager.all_steps():
+            self.manager.delete(step)
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                         position=ocp.args.JsonSave(position)))
+        self.manager.wait_until_finished()
+
+    def restore(self, state) -> tuple[Any, dict]:
+        """Restore the latest checkpoint into the structure of `state`."""
+        ocp = self._ocp
+        if not self.exists():
+            raise CheckpointError(f"no checkpoint to resume in {self.directory.parent}")
+        step = self.manager.latest_step()
+        target = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), state_tree(state))
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), position=ocp.args.JsonRestore()))
+            tree, position = restored["state"], dict(restored["position"])
+            _check_same_structure(target, tree)
+        except CheckpointError:
+            raise
+        except Exception as error:  # orbax raises many types for damaged files
+            first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or incompatible: {first_line}")
+        return state.replace(**tree), position
+
+    def close(self):
+        if self._manager is not None:
+            self._manager.close()
+
+
+def _check_same_structure(target, restored) -> None:
+    want = jax.tree_util.tree_structure(target)
+    got = jax.tree_util.tree_structure(restored)
+    if want != got:
+        raise CheckpointError("checkpoint does not match this model/method (different parameter structure)")
+    for a, b in zip(jax.tree.leaves(target), jax.tree.leaves(restored)):
+        if np.shape(a) != np.shape(b):
+            raise CheckpointError(f"checkpoint does not match this model/method (shape {np.shape(b)} vs {np.shape(a)})")
+
+
+def load_variables(run_dir: Path, template_state) -> dict:
+    """Params, batch stats and quant of a finished run's latest checkpoint (for teachers, RPR's FP start)."""
+    checkpoints = Checkpoints(run_dir)
+    try:
+        state, _ = checkpoints.restore(template_state)
+    finally:
+        checkpoints.close()
+    return {"params": state.params, "batch_stats": state.batch_stats, "quant": state.quant}

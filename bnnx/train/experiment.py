@@ -1,0 +1,68 @@
+"""Build everything one run needs from a typed `TrainConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import jax.numpy as jnp
+
+from bnnx.config import TrainConfig
+from bnnx.data import load_dataset
+from bnnx.layers import LayerRecord, param_labels, record_layers
+from bnnx.methods.base import MethodContext, Recipe
+from bnnx.models import build_model
+from bnnx.train.losses import CrossEntropy
+from bnnx.train.state import TrainState, create_state, init_variables
+from bnnx.train.step import make_eval_step, make_train_step
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: TrainConfig
+    dataset: Any
+    model: Any
+    layers: list[LayerRecord]
+    recipe: Recipe
+    state: TrainState
+    loss: Any
+    train_step: Callable
+    eval_step: Callable
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.dataset.steps_per_epoch(self.config.batch_size)
+
+
+def example_input(dataset) -> jnp.ndarray:
+    return jnp.zeros((1, *dataset.input_shape), jnp.float32)
+
+
+def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=None) -> Experiment:
+    from bnnx.train.services import RunServices
+
+    dataset = dataset if dataset is not None else load_dataset(config.dataset)
+    model = build_model(config.trained_model, dataset.num_classes)
+    example = example_input(dataset)
+    layers = record_layers(model, example)
+    variables = init_variables(model, example, config.seed)
+    context = MethodContext(
+        layers=layers, labels=param_labels(variables["params"], variables.get("quant", {})),
+        steps_per_epoch=dataset.steps_per_epoch(config.batch_size), epochs=config.epochs, seed=config.seed,
+        run_dir=run_dir, services=RunServices(config, dataset, model, variables))
+    recipe = config.method.build(context)
+    state = create_state(model, variables, recipe.tx, config.seed)
+    loss = build_loss(config, dataset)
+    return Experiment(config, dataset, model, layers, recipe, state, loss,
+                      make_train_step(dataset.normalize, dataset.augment if config.dataset.augment else None,
+                                      recipe.runtime),
+                      make_eval_step(dataset.normalize, recipe.runtime))
+
+
+def build_loss(config: TrainConfig, dataset):
+    if config.distill.teacher is None:
+        return CrossEntropy()
+    from bnnx.train.teacher import load_teacher_loss
+
+    return load_teacher_loss(config, dataset)

@@ -1,0 +1,229 @@
+"""The one training loop, for every method.
+
+Per epoch: the method's epoch hook, jitted train steps, evaluation, one row in
+metrics.jsonl, a checkpoint. Ctrl-C (or SIGTERM) checkpoints mid-epoch and marks the run
+interrupted; `resume` continues from the exact batch, so the numbers equal an
+uninterrupted run's. A NaN/inf loss stops the run as diverged and keeps the last good
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from bnnx.config import TrainConfig, config_to_dict
+from bnnx.errors import ConfigError
+from bnnx.io import read_jsonl, write_json, write_jsonl, write_text
+from bnnx.methods.base import scheduled_values
+from bnnx.train.checkpoint import Checkpoints
+from bnnx.train.experiment import Experiment, build_experiment
+from bnnx.train.progress import Progress
+from bnnx.train.provenance import versions
+
+EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
+RESULT_FILES = ("summary.json", "metrics.jsonl", "checkpoints")
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    metrics: list[dict]
+
+    @property
+    def status(self) -> str:
+        return self.summary["status"]
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": EXIT_OK, "diverged": EXIT_DIVERGED}.get(self.status, EXIT_INTERRUPTED)
+
+
+def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = root / f"{stamp}-{config.method.name}-{config.model.name}-{config.dataset.name}"
+    candidate, n = base, 1
+    while candidate.exists():
+        candidate, n = Path(f"{base}-{n}"), n + 1
+    return candidate
+
+
+def prepare_run_dir(config: TrainConfig) -> Path:
+    run_dir = Path(config.out_dir) if config.out_dir else default_run_dir(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"out_dir {run_dir} is a file, not a folder")
+    has_results = run_dir.is_dir() and any((run_dir / name).exists() for name in RESULT_FILES)
+    if config.resume and not has_results:
+        raise ConfigError(f"nothing to resume in {run_dir}: it holds no run")
+    if has_results and not config.resume:
+        raise ConfigError(f"out_dir {run_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+class _Interrupt:
+    requested = False
+
+
+@contextmanager
+def _catch_interrupts():
+    flag = _Interrupt()
+
+    def handler(signum, frame):
+        flag.requested = True
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _zero_sums():
+    return {"loss": 0.0, "correct": 0.0, "count": 0.0}
+
+
+def evaluate(experiment: Experiment, state) -> dict[str, float]:
+    sums = _zero_sums()
+    for batch in experiment.dataset.test_batches(experiment.config.eval_batch_size):
+        batch_sums = experiment.eval_step(state, batch)
+        sums = {k: sums[k] + batch_sums[k] for k in sums}
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count}
+
+
+def train(config: TrainConfig, *, quiet: bool = True, dataset=None) -> RunResult:
+    """Train one run as configured; returns its summary. The Python API behind `bnnx train`."""
+    run_dir = prepare_run_dir(config)
+    fresh = not any(run_dir.iterdir())
+    try:
+        experiment = build_experiment(config, run_dir, dataset)
+    except BaseException:
+        if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # leave no empty folder behind a run that never started
+        raise
+    return Trainer(experiment, run_dir, quiet).run()
+
+
+class Trainer:
+    def __init__(self, experiment: Experiment, run_dir: Path, quiet: bool):
+        self.exp = experiment
+        self.config = experiment.config
+        self.run_dir = run_dir
+        self.quiet = quiet
+        self.checkpoints = Checkpoints(run_dir)
+        self.observers = _observers(self.config, run_dir, experiment)
+
+    def run(self) -> RunResult:
+        started = time.time()
+        state, position, rows = self._start()
+        write_text(self.run_dir / "config.yaml", _yaml(config_to_dict(self.config)))
+        status = "completed"
+        try:
+            with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.exp.steps_per_epoch, self.quiet) as bar:
+                while position["epoch"] < self.config.epochs:
+                    state, position, status = self._epoch(state, position, rows, interrupt, bar)
+                    if status != "completed":
+                        break
+        finally:
+            self.checkpoints.close()
+        position["wall_time_s"] = position.get("wall_time_s", 0.0) + time.time() - started
+        summary = self._summary(status, rows, position)
+        write_json(self.run_dir / "summary.json", summary)
+        for observer in self.observers:
+            observer.finish(self.run_dir)
+        return RunResult(self.run_dir, summary, rows)
+
+    def _start(self):
+        state = self.exp.state
+        if self.config.resume:
+            state, position = self.checkpoints.restore(state)
+            rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r["epoch"] < position["epoch"]]
+            return state, position, rows
+        state = self.exp.recipe.prepare(state)
+        return state, {"epoch": 0, "batch": 0, "sums": _zero_sums(), "wall_time_s": 0.0}, []
+
+    def _epoch(self, state, position, rows, interrupt, bar):
+        epoch, start = position["epoch"], position["batch"]
+        if start == 0:
+            state = self.exp.recipe.on_epoch(state, epoch)
+        sums = {k: jnp.asarray(v, jnp.float32) for k, v in position["sums"].items()}
+        began = time.time()
+        bar.start_epoch(epoch, start)
+        batches = self.exp.dataset.train_batches(epoch, self.config.batch_size, self.config.seed, start)
+        for index, batch in enumerate(batches, start=start):
+            state, batch_sums = self.exp.train_step(state, batch, self.exp.loss)
+            sums = {k: sums[k] + batch_sums[k] for k in sums}
+            if bar.due():
+                loss = float(sums["loss"]) / max(float(sums["count"]), 1.0)
+                if not math.isfinite(loss):
+                    break
+                bar.update(index + 1, loss, float(sums["correct"]) / max(float(sums["count"]), 1.0))
+            if interrupt.requested:
+                position = {**position, "batch": index + 1, "sums": _host(sums)}
+                self.checkpoints.save(state, position)
+                return state, position, "interrupted"
+        train = _host(sums)
+        count = max(train["count"], 1.0)
+        if not math.isfinite(train["loss"]):
+            return state, position, "diverged"
+        row = {"epoch": epoch, "train_loss": train["loss"] / count, "train_accuracy": train["correct"] / count,
+               **evaluate(self.exp, state), **scheduled_values(state.opt_state), **self.exp.recipe.metrics(state)}
+        for observer in self.observers:
+            row.update(observer.epoch_end(state, epoch))
+        row["epoch_time_s"] = time.time() - began
+        rows.append(row)
+        write_jsonl(self.run_dir / "metrics.jsonl", rows)
+        bar.end_epoch(row)
+        position = {**position, "epoch": epoch + 1, "batch": 0, "sums": _zero_sums()}
+        if (epoch + 1) % self.config.checkpoint_every == 0 or epoch + 1 == self.config.epochs:
+            self.checkpoints.save(state, position)
+        return state, position, "completed"
+
+    def _summary(self, status: str, rows: list[dict], position: dict) -> dict:
+        accuracies = [r["test_accuracy"] for r in rows]
+        return {
+            "status": status,
+            "test_accuracy": accuracies[-1] if accuracies else None,
+            "best_test_accuracy": max(accuracies) if accuracies else None,
+            "epochs_done": len(rows),
+            "epochs": self.config.epochs,
+            "wall_time_s": position["wall_time_s"],
+            "train_time_s": sum(r["epoch_time_s"] for r in rows),
+            "test_accuracy_curve": accuracies,
+            "seed": self.config.seed,
+            "method": self.config.method.name,
+            "model": self.config.model.name,
+            "dataset": self.config.dataset.name,
+            "versions": versions(),
+        }
+
+
+def _host(sums) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(sums).items()}
+
+
+def _observers(config: TrainConfig, run_dir: Path, experiment: Experiment) -> list:
+    observers = []
+    if config.analysis.signs:
+        from bnnx.analysis.signs import SignTracker
+
+        observers.append(SignTracker(run_dir, experiment))
+    return observers
+
+
+def _yaml(data: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(data))
