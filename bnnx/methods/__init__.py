@@ -10,6 +10,12 @@ from bnnx.methods.base import MethodConfig, MethodContext, Recipe
 METHODS = {
     "fp": "bnnx.methods.fp:FP",
     "ste": "bnnx.methods.ste:STE",
+    "bmd": "bnnx.methods.bmd:BMD",
+    "bop": "bnnx.methods.bop:Bop",
+    "bnew": "bnnx.methods.bnew:BNEW",
+    "rpr": "bnnx.methods.rpr:RPR",
+    "ppt": "bnnx.methods.ppt:PPT",
+    "ilb": "bnnx.methods.ilb:ILB",
 }
 
 

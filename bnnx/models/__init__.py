@@ -16,6 +16,14 @@ from bnnx.quantizers import Identity, make_quantizer
 # name -> "module:attribute"; imported on demand so one broken model never breaks the rest.
 MODELS = {
     "mlp": "bnnx.models.mlp:MLP",
+    "convnet": "bnnx.models.convnet:ConvNet",
+    "binarynet": "bnnx.models.vgg:BinaryNet",
+    "resnet20": "bnnx.models.resnet:ResNet20",
+    "resnet18": "bnnx.models.resnet:ResNet18",
+    "resnet50": "bnnx.models.resnet:ResNet50",
+    "googlenet": "bnnx.models.googlenet:GoogLeNet",
+    "birealnet18": "bnnx.models.reactnet:BiRealNet18",
+    "reactnet_a": "bnnx.models.reactnet:ReActNetA",
 }
 
 
