@@ -35,9 +35,9 @@ class ModelConfig:
     fp: bool = False
     binary_activations: bool = True
     kernel_quantizer: str = "sign_ste"
-    kernel_quantizer_args: dict = dataclasses.field(default_factory=dict)
+    kernel_quantizer_args: dict | None = None
     input_quantizer: str = "sign_ste"
-    input_quantizer_args: dict = dataclasses.field(default_factory=dict)
+    input_quantizer_args: dict | None = None
     scaling: str = "none"
     real_roles: tuple[str, ...] = ("first", "last", "shortcut")
     real_paths: tuple[str, ...] = ()
@@ -46,8 +46,9 @@ class ModelConfig:
     def policy(self) -> QuantPolicy:
         if self.fp:
             return FULL_PRECISION
-        inputs = make_quantizer(self.input_quantizer, **self.input_quantizer_args) if self.binary_activations else Identity()
-        return QuantPolicy(kernel_quantizer=make_quantizer(self.kernel_quantizer, **self.kernel_quantizer_args),
+        inputs = (make_quantizer(self.input_quantizer, **(self.input_quantizer_args or {}))
+                  if self.binary_activations else Identity())
+        return QuantPolicy(kernel_quantizer=make_quantizer(self.kernel_quantizer, **(self.kernel_quantizer_args or {})),
                            input_quantizer=inputs, scaling=self.scaling,
                            real_roles=tuple(self.real_roles), real_paths=tuple(self.real_paths))
 

@@ -15,8 +15,15 @@ STATE_FIELDS = ("step", "params", "batch_stats", "quant", "trainable", "opt_stat
 
 
 def _quiet_orbax():
+    """Orbax reports damaged files through absl logging too; bnnx reports them as one line."""
     for name in ("absl", "orbax", "jax._src.distributed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.FATAL)
+    except ImportError:
+        pass
 
 
 def state_tree(state) -> dict:

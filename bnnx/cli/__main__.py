@@ -1,0 +1,3 @@
+from bnnx.cli import main
+
+main()
