@@ -1,0 +1,30 @@
+"""`bnnx bench`: throughput/compile/memory figures against their targets, written to JSON."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from bnnx.cli import app, user_errors
+
+
+@app.command(help="Benchmark train-step speed and memory; results (with targets) go to a JSON file.")
+@user_errors
+def bench(out: str = typer.Option("bench.json", "--out", help="Where to write the results."),
+          only: Optional[str] = typer.Option(None, "--only", help="Run only cases whose name contains this.")):
+    from rich.console import Console
+    from rich.table import Table
+
+    from bnnx.bench import run_benchmark
+    from bnnx.cli.compose import compose_config
+
+    report = run_benchmark(compose_config, out, only)
+    table = Table(title=f"bnnx bench ({report['backend']}, {report['versions']['device']})")
+    for column in ("case", "compile s", "step ms", "images/s", "target", "met"):
+        table.add_column(column)
+    for row in report["cases"]:
+        table.add_row(row["case"], f"{row['compile_s']:.2f}", f"{row['step_ms']:.2f}", f"{row['images_per_s']:.0f}",
+                      f"{row['target_images_per_s']:.0f}", "yes" if row["meets_target"] else "NO")
+    Console().print(table)
+    typer.echo(f"peak RSS {report['peak_rss_mib']} MiB; results written to {out}")
