@@ -67,15 +67,19 @@ class ArrayDataset:
         n = len(self.test_labels)
         batch_size = min(batch_size, n)
         for begin in range(0, n, batch_size):
-            images = self.test_images[begin:begin + batch_size]
-            labels = self.test_labels[begin:begin + batch_size]
-            weights = np.ones(len(labels), np.float32)
-            pad = batch_size - len(labels)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-                labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-                weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-            yield images, labels, weights
+            yield pad_batch(self.test_images[begin:begin + batch_size], self.test_labels[begin:begin + batch_size],
+                            batch_size)
+
+
+def pad_batch(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Batch:
+    """(images, labels, weights) padded to `batch_size` with zeros of weight 0."""
+    weights = np.ones(len(labels), np.float32)
+    pad = batch_size - len(labels)
+    if pad:
+        images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+        labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+    return images, labels, weights
 
 
 def random_crop_flip(padding: int = 4) -> Callable:
