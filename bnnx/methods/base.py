@@ -56,6 +56,8 @@ class Recipe:
     """A method, ready for the training loop.
 
     - `tx`: the optimizer over all parameters.
+    - `init_state(state)`: once per built state, fresh or resumed (before a checkpoint is
+      restored into it): gives the method's arrays their shapes (RPR's per-weight masks).
     - `prepare(state)`: once, at the start of a fresh run (not on resume).
     - `on_epoch(state, epoch)`: host side, before each epoch; a pure function of its inputs, so
       a resumed run replays it exactly.
@@ -64,6 +66,7 @@ class Recipe:
     """
 
     tx: optax.GradientTransformation
+    init_state: Callable = _identity_state
     prepare: Callable = _identity_state
     on_epoch: Callable = _identity_state
     runtime: Callable = _identity_quant

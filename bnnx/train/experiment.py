@@ -52,7 +52,7 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
         steps_per_epoch=dataset.steps_per_epoch(config.batch_size), epochs=config.epochs, seed=config.seed,
         run_dir=run_dir, services=RunServices(config, dataset, model, variables))
     recipe = config.method.build(context)
-    state = create_state(model, variables, recipe.tx, config.seed)
+    state = recipe.init_state(create_state(model, variables, recipe.tx, config.seed))
     loss = build_loss(config, dataset)
     return Experiment(config, dataset, model, layers, recipe, state, loss,
                       make_train_step(dataset.normalize, dataset.augment if config.dataset.augment else None,

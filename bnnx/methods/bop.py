@@ -1,0 +1,132 @@
+"""Bop, the binary optimizer (Helwegen et al., "Latent weights do not exist", NeurIPS 2019).
+
+Binary-bound kernels have no latent weights: they are stored as ±1 and flipped.
+
+    m_t = (1 − γ)·m_{t−1} + γ·g_t                         (m_0 = 0, g_t = ∂ℓ/∂w)
+    w_{t+1} = −w_t  where |m_t| > τ and sign(m_t) = sign(w_t),  else w_t
+
+m is an exponential moving average of +g, so flipping where sign(m) = sign(w) moves each
+weight against its gradient and descends. (The "easy way" poster writes m with −η∇ and
+keeps the same flip condition; with that sign convention the rule would ascend.) Real
+parameters use Adam. γ (adaptivity) and τ (threshold) are injected hyperparameters, decayed
+×`gamma_decay` every `gamma_decay_every_epochs` epochs as in the paper's CIFAR recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bnnx.errors import check
+from bnnx.layers import flat, unflat
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.quantizers import sign
+
+
+class BopState(NamedTuple):
+    momentum: Any  # like the binary kernels: m_t
+    flips: Any  # per kernel: weights flipped since the counter was last reset
+    steps: jax.Array  # updates since the counter was last reset
+
+
+def bop(gamma: float, threshold: float) -> optax.GradientTransformation:
+    """Bop on ±1 weights (Helwegen et al. 2019, Algorithm 1):
+
+        m ← (1 − γ)·m + γ·g;   w ← −w where |m| > τ and sign(m) = sign(w)
+
+    The update is −2w where the rule flips w and 0 elsewhere, so w stays exactly ±1. The state
+    also counts the flips (per kernel) and steps since the counter was last reset.
+    """
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return BopState(momentum=zeros, flips=jax.tree.map(lambda _: jnp.zeros((), jnp.int32), params),
+                        steps=jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params):
+        momentum = jax.tree.map(lambda m, g: (1.0 - gamma) * m + gamma * g, state.momentum, grads)
+        flip = jax.tree.map(lambda m, w: (jnp.abs(m) > threshold) & (jnp.sign(m) == sign(w)), momentum, params)
+        updates = jax.tree.map(lambda f, w: jnp.where(f, -2.0 * w, 0.0).astype(w.dtype), flip, params)
+        flips = jax.tree.map(lambda n, f: n + jnp.sum(f, dtype=jnp.int32), state.flips, flip)
+        return updates, BopState(momentum, flips, state.steps + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _is_bop_state(node) -> bool:
+    return isinstance(node, BopState)
+
+
+def bop_states(opt_state) -> list[BopState]:
+    return [s for s in jax.tree.leaves(opt_state, is_leaf=_is_bop_state) if _is_bop_state(s)]
+
+
+def reset_flip_counter(opt_state):
+    def reset(node):
+        if not _is_bop_state(node):
+            return node
+        return node._replace(flips=jax.tree.map(jnp.zeros_like, node.flips), steps=jnp.zeros_like(node.steps))
+
+    return jax.tree.map(reset, opt_state, is_leaf=_is_bop_state)
+
+
+def flip_ratio(opt_state, labels, params) -> float:
+    """Mean fraction of binary-bound weights flipped per step since the counter was reset."""
+    labels = flat(labels)
+    size = sum(leaf.size for path, leaf in flat(params).items() if labels[path] == "binary")
+    flips = sum(int(n) for s in bop_states(opt_state) for n in jax.tree.leaves(s.flips))
+    steps = max((int(s.steps) for s in bop_states(opt_state)), default=0)
+    return flips / max(size * steps, 1)
+
+
+def step_decay(value: float, factor: float, every_epochs: int, steps_per_epoch: int) -> optax.Schedule:
+    """value·factor^⌊t / (every_epochs·steps_per_epoch)⌋; constant when every_epochs = 0."""
+    if every_epochs == 0 or factor == 1.0:
+        return optax.constant_schedule(value)
+    return optax.exponential_decay(value, every_epochs * steps_per_epoch, factor, staircase=True)
+
+
+def signs_of_binary(params, labels):
+    labels = flat(labels)
+    return unflat({path: sign(w) if labels[path] == "binary" else w for path, w in flat(params).items()})
+
+
+@dataclasses.dataclass
+class Bop(MethodConfig):
+    gamma: float = 1e-4
+    threshold: float = 1e-8
+    gamma_decay: float = 0.1
+    gamma_decay_every_epochs: int = 0  # 0: γ stays constant
+    threshold_decay: float = 1.0
+    threshold_decay_every_epochs: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(0 < self.gamma <= 1, f"method.gamma must be in (0, 1] (got {self.gamma})")
+        check(self.threshold >= 0, f"method.threshold must be >= 0 (got {self.threshold})")
+        for name in ("gamma_decay", "threshold_decay"):
+            check(getattr(self, name) > 0, f"method.{name} must be > 0 (got {getattr(self, name)})")
+        for name in ("gamma_decay_every_epochs", "threshold_decay_every_epochs"):
+            check(getattr(self, name) >= 0, f"method.{name} must be >= 0 (got {getattr(self, name)})")
+
+    def build(self, ctx: MethodContext) -> Recipe:
+        spe = ctx.steps_per_epoch
+        binary = optax.inject_hyperparams(bop)(
+            gamma=step_decay(self.gamma, self.gamma_decay, self.gamma_decay_every_epochs, spe),
+            threshold=step_decay(self.threshold, self.threshold_decay, self.threshold_decay_every_epochs, spe))
+
+        def prepare(state):
+            return state.replace(params=signs_of_binary(state.params, ctx.labels))
+
+        def on_epoch(state, epoch):
+            return state.replace(opt_state=reset_flip_counter(state.opt_state))
+
+        def metrics(state):
+            return {"flip_ratio": flip_ratio(state.opt_state, ctx.labels, state.params)}
+
+        return Recipe(tx=by_label(ctx.labels, binary, adam(self.lr_schedule(ctx.total_steps))),
+                      prepare=prepare, on_epoch=on_epoch, metrics=metrics)

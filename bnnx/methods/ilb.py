@@ -1,0 +1,244 @@
+"""Iterative layer binarization (Sun et al. 2021, "Iterative Training: Finding Binary Weight Deep
+Neural Networks with Layer Binarization").
+
+Training starts with every layer real (or with `initial_binary` binary) and binarizes one more
+layer every `epochs_per_layer` epochs, in `order`, until the network is fully binary:
+
+    stage k = min(⌊epoch / epochs_per_layer⌋, n),   binary layers = initial ∪ order[:k]
+
+(`epochs_per_layer` unset: the budget is split evenly over the n + 1 stages, the last one fully
+binary.) As in the paper, weights are binarized BinaryConnect-style, w_b = sign(w), with no scale
+factor, activations stay real and the first and last layers are binarized too (the method's
+`binarize_first_last`, `binary_activations` and `scaling` keys adapt the model). Parameters
+move by SGD with momentum 0.9 and weight decay 1e−4 (or Adam); a binary layer's latent weights
+are clipped to [−1, 1] from the step it is binarized. `inner` replaces that optimizer by any
+optimizer-level method (ste, bop, ...), ILB then only drives the precision masks.
+
+Orders: `forward` (input → output, the paper's best fixed order), `reverse`, `random` (the
+run's seed) and `sensitivity`: sensitivity pre-training trains, for each layer i, a short run
+(`sensitivity_epochs`) with only layer i binary, and ranks layers by their accuracy on a held-out
+part of the training set, most accurate (least sensitive) first (`sensitivity_descending`).
+The ranking goes to `<run dir>/sensitivity.json` and is reused when present; `ranking` gives
+one explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bnnx.errors import check
+from bnnx.io import read_json, write_json
+from bnnx.layers import flat
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.methods.ppt import fill_masks, make_inner
+from bnnx.quantizers import SCALINGS
+
+ORDERS = ("forward", "reverse", "random", "sensitivity")
+OPTIMIZERS = ("sgd", "adam")
+SENSITIVITY_FILE = "sensitivity.json"
+
+
+class ClipCountState(NamedTuple):
+    count: jax.Array
+
+
+def project_box_from(start_steps: dict[str, int], low: float = -1.0, high: float = 1.0):
+    """u ← clip(w + u, low, high) − w for the kernels of layer L from step start_steps[L] on
+    (BinaryConnect's latent-weight clip, applied once the layer is binary); u elsewhere."""
+
+    def init(params):
+        return ClipCountState(jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        def clip(path, u, w):
+            start = start_steps.get(_layer_name(path))
+            if start is None or _key(path[-1]) != "kernel":
+                return u
+            return jnp.where(state.count >= start, jnp.clip(w + u, low, high) - w, u)
+
+        return jax.tree_util.tree_map_with_path(clip, updates, params), ClipCountState(state.count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _key(entry) -> str:
+    return str(getattr(entry, "key", entry))
+
+
+def _layer_name(path) -> str:
+    return "/".join(_key(entry) for entry in path[:-1])
+
+
+@dataclasses.dataclass
+class ILB(MethodConfig):
+    """`lr`, `schedule`, `optimizer`, `momentum`, `weight_decay`, `latent_clip`: the default
+    BinaryConnect optimizer (unused when `inner` names a method)."""
+
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    latent_clip: float = 1.0
+    order: str = "forward"
+    epochs_per_layer: int | None = None
+    initial_binary: tuple[str, ...] = ()
+    ranking: tuple[str, ...] = ()
+    sensitivity_epochs: int = 1
+    sensitivity_descending: bool = True
+    sensitivity_holdout: float = 0.1
+    binarize_first_last: bool = True
+    binary_activations: bool = False
+    scaling: str = "none"
+    inner: str | None = None
+    inner_config: dict | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self.order in ORDERS, f"unknown method.order '{self.order}'; valid options: {', '.join(ORDERS)}")
+        check(self.optimizer in OPTIMIZERS,
+              f"unknown method.optimizer '{self.optimizer}'; valid options: {', '.join(OPTIMIZERS)}")
+        check(self.momentum >= 0 and self.weight_decay >= 0 and self.latent_clip > 0,
+              "method.momentum and method.weight_decay must be >= 0 and method.latent_clip > 0")
+        check(self.epochs_per_layer is None or self.epochs_per_layer >= 1,
+              f"method.epochs_per_layer must be >= 1 or null (got {self.epochs_per_layer})")
+        check(self.sensitivity_epochs >= 1, f"method.sensitivity_epochs must be >= 1 (got {self.sensitivity_epochs})")
+        check(0.0 <= self.sensitivity_holdout < 1.0,
+              f"method.sensitivity_holdout must be in [0, 1) (got {self.sensitivity_holdout})")
+        check(self.scaling in SCALINGS, f"unknown method.scaling '{self.scaling}'; valid options: {', '.join(SCALINGS)}")
+        self.inner_method = make_inner(self.inner, self.inner_config) if self.inner else None
+
+    def adapt_model(self, model):
+        """The paper's network: weights binary in every layer (first and last included), real
+        activations, no scale factor."""
+        roles = tuple(r for r in model.real_roles if r not in ("first", "last")) if self.binarize_first_last \
+            else tuple(model.real_roles)
+        model = dataclasses.replace(model, real_roles=roles, binary_activations=self.binary_activations,
+                                    scaling=self.scaling)
+        return self.inner_method.adapt_model(model) if self.inner_method else model
+
+    def build(self, ctx: MethodContext) -> Recipe:
+        order = self.layer_order(ctx)
+        per_layer = self.stage_epochs(len(order), ctx.epochs)
+        binary_from = {**{name: 0 for name in self.initial_binary},
+                       **{name: (k + 1) * per_layer for k, name in enumerate(order)}}  # name -> epoch
+        inner = self.inner_method.build(ctx) if self.inner_method else None
+        tx = inner.tx if inner else self.binaryconnect_tx(
+            ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()})
+        return _schedule_recipe(tx, inner, binary_from, ctx.layers)
+
+    def binaryconnect_tx(self, ctx: MethodContext, clip_from_step: dict[str, int]):
+        schedule = self.lr_schedule(ctx.total_steps)
+        if self.optimizer == "sgd":
+            step = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=self.momentum)
+        else:
+            step = adam(schedule)
+        if self.weight_decay > 0:
+            step = optax.chain(optax.add_decayed_weights(self.weight_decay), step)
+        clip = project_box_from(clip_from_step, -self.latent_clip, self.latent_clip)
+        return by_label(ctx.labels, optax.chain(step, clip), step)
+
+    def stage_epochs(self, layers_to_binarize: int, epochs: int) -> int:
+        """Epochs per stage; the last layer must turn binary before the final epoch."""
+        per_layer = self.epochs_per_layer or max(1, epochs // (layers_to_binarize + 1))
+        last = layers_to_binarize * per_layer
+        check(last < epochs, f"method=ilb binarizes its last layer at epoch {last + 1} but the run has {epochs} "
+                             f"epochs; {layers_to_binarize} layers need epochs > {layers_to_binarize} x epochs_per_layer")
+        return per_layer
+
+    def layer_order(self, ctx: MethodContext) -> list[str]:
+        """The binary-bound layers not initially binary, in the order they are binarized."""
+        names = [record.name for record in ctx.layers if record.binary]
+        unknown = sorted(set(self.initial_binary) - set(names))
+        check(not unknown, f"method.initial_binary names {unknown[0] if unknown else ''!r}, not a binary-bound "
+                           f"layer; valid: {', '.join(names)}")
+        rest = [name for name in names if name not in self.initial_binary]
+        if self.order == "reverse":
+            return rest[::-1]
+        if self.order == "random":
+            return [rest[i] for i in np.random.default_rng(ctx.seed).permutation(len(rest))]
+        if self.order == "sensitivity":
+            ranking = list(self.ranking) or self.sensitivity_ranking(ctx, rest)
+            missing = sorted(set(rest) - set(ranking))
+            check(not missing and set(ranking) <= set(names),
+                  f"the sensitivity ranking {ranking} must list the layers {rest}")
+            return [name for name in ranking if name in rest]
+        return rest
+
+    def sensitivity_ranking(self, ctx: MethodContext, names: list[str]) -> list[str]:
+        """Sensitivity pre-training: one short run per layer with only that layer binary,
+        ranked by held-out accuracy; saved to / reused from <run dir>/sensitivity.json."""
+        check(ctx.run_dir is not None, "method.order=sensitivity needs a run directory (or method.ranking)")
+        saved = Path(ctx.run_dir) / SENSITIVITY_FILE
+        if saved.exists():
+            return list(read_json(saved)["ranking"])
+        check(ctx.services is not None, "method.order=sensitivity needs the run's services for its probe runs")
+        data = holdout_split(ctx.services.dataset, self.sensitivity_holdout)
+        accuracy = {}
+        for name in names:
+            result = ctx.services.train_sub_run(self.probe_config(ctx.services.config, name, names, ctx.run_dir), data)
+            accuracy[name] = result.summary["test_accuracy"] or 0.0
+        sign = -1.0 if self.sensitivity_descending else 1.0
+        ranking = sorted(names, key=lambda name: sign * accuracy[name])
+        write_json(saved, {"ranking": ranking, "validation_accuracy": accuracy,
+                           "descending": self.sensitivity_descending, "sensitivity_epochs": self.sensitivity_epochs,
+                           "holdout_fraction": self.sensitivity_holdout})
+        return ranking
+
+    def probe_config(self, config, name: str, names: list[str], run_dir):
+        """This run's config with only layer `name` binary-bound (and binary from the start)."""
+        from bnnx.config import AnalysisConfig
+
+        others = tuple(f"^{re.escape(other)}$" for other in names if other != name)
+        model = dataclasses.replace(config.model, real_paths=tuple(config.model.real_paths) + others)
+        method = dataclasses.replace(self, order="forward", initial_binary=(name,), ranking=(), epochs_per_layer=None)
+        out_dir = Path(run_dir) / "sensitivity" / name.replace("/", "_")
+        return dataclasses.replace(config, method=method, model=model, epochs=self.sensitivity_epochs,
+                                   out_dir=str(out_dir), resume=False, analysis=AnalysisConfig())
+
+
+def holdout_split(dataset, fraction: float):
+    """`dataset` whose test set is a fixed random `fraction` of its training set (the rest trains);
+    unchanged when the fraction is 0 or the data set is not held in memory."""
+    from bnnx.data.base import ArrayDataset
+
+    if fraction == 0 or not isinstance(dataset, ArrayDataset):
+        return dataset
+    order = np.random.default_rng(0).permutation(dataset.num_train)
+    held = np.sort(order[:max(1, int(round(fraction * dataset.num_train)))])
+    kept = np.setdiff1d(np.arange(dataset.num_train), held)
+    return dataclasses.replace(dataset, train_images=dataset.train_images[kept], train_labels=dataset.train_labels[kept],
+                               test_images=dataset.train_images[held], test_labels=dataset.train_labels[held])
+
+
+def _schedule_recipe(tx, inner: Recipe | None, binary_from: dict[str, int], layers) -> Recipe:
+    paths = {record.name: record.path for record in layers}
+
+    def set_masks(state, epoch):
+        binary = {paths[name] for name, first in binary_from.items() if first <= epoch}
+        quant = fill_masks(state.quant, 0.0)
+        return state.replace(quant=fill_masks(quant, 1.0, layers=binary))
+
+    def prepare(state):
+        return set_masks(inner.prepare(state) if inner else state, 0)
+
+    def on_epoch(state, epoch):
+        return set_masks(inner.on_epoch(state, epoch) if inner else state, epoch)
+
+    def metrics(state):
+        masks = flat(state.quant)
+        binary = [r.name for r in layers if (r.path + ("kernel_mask",)) in masks
+                  and float(jnp.mean(masks[r.path + ("kernel_mask",)])) > 0]
+        return {**(inner.metrics(state) if inner else {}), "binary_layers": binary, "num_binary_layers": len(binary)}
+
+    if inner is None:
+        return Recipe(tx=tx, prepare=prepare, on_epoch=on_epoch, metrics=metrics)
+    return Recipe(tx=tx, init_state=inner.init_state, prepare=prepare, on_epoch=on_epoch, runtime=inner.runtime,
+                  metrics=metrics)
