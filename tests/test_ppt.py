@@ -1,0 +1,211 @@
+"""Partial pre-training (bnnx/methods/ppt.py) and time to accuracy (bnnx/timing.py)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bnnx.io import write_json, write_jsonl
+from bnnx.layers import flat
+from bnnx.models import build_model
+from bnnx.timing import epochs_to_target, seconds_to_target, speedup, speedup_stats
+from bnnx.train.experiment import build_experiment
+from bnnx.methods.base import scheduled_values
+from bnnx.train.loop import evaluate, train
+
+STEPS = 21  # digits: 1,347 training images, batch 64
+
+
+def masks(state) -> dict:
+    return {path: np.asarray(value) for path, value in flat(state.quant).items() if path[-1].endswith("_mask")}
+
+
+def run_epoch(experiment, state, epoch, record=None):
+    state = experiment.recipe.on_epoch(state, epoch)
+    if record is not None:
+        record.append(masks(state))
+    for batch in experiment.dataset.train_batches(epoch, experiment.config.batch_size, experiment.config.seed):
+        state, _ = experiment.train_step(state, batch, experiment.loss)
+    return state
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits):
+    """Reference runs: the FP method over 2 epochs; STE and PPT with fp_fraction 0 over 1 epoch."""
+    from bnnx.cli.compose import compose_config
+
+    root = tmp_path_factory.mktemp("ppt")
+    overrides = {"fp": ["method=fp", "epochs=2"], "ste": ["method=ste", "epochs=1"],
+                 "ppt0": ["method=ppt", "epochs=1", "method.fp_fraction=0"]}
+    results = {name: train(compose_config([*o, f"out_dir={root / name}"]), dataset=digits)
+               for name, o in overrides.items()}
+    return {**{name: r.metrics for name, r in results.items()}, "dirs": {name: r.run_dir for name, r in results.items()}}
+
+
+@pytest.fixture(scope="module")
+def ppt(digits):
+    """PPT over 4 epochs, the first 2 full precision, trained epoch by epoch as the loop does:
+    the rows it would log, the quant after each epoch hook, the state at the end of the FP epochs."""
+    from bnnx.cli.compose import compose_config
+
+    config = compose_config(["method=ppt", "epochs=4", "method.fp_fraction=0.5", "+method.inner_config.lr=0.01"])
+    experiment = build_experiment(config, dataset=digits)
+    state = experiment.recipe.prepare(experiment.state)
+    out = {"experiment": experiment, "prepared": masks(state), "masks": [], "rows": []}
+    for epoch in range(4):
+        if epoch == 2:
+            out["fp_state"] = jax.tree.map(jnp.copy, state)
+        state = run_epoch(experiment, state, epoch, out["masks"])
+        out["rows"].append({**evaluate(experiment, state), **scheduled_values(state.opt_state),
+                            **experiment.recipe.metrics(state)})
+    return out
+
+
+def test_precision_masks_are_zero_for_fp_epochs_then_one(ppt):
+    assert ppt["prepared"] and all(np.all(m == 0) for m in ppt["prepared"].values())
+    assert {path[-1] for path in ppt["prepared"]} == {"kernel_mask", "input_mask"}
+    for epoch, epoch_masks in enumerate(ppt["masks"]):
+        expected = 1.0 if epoch >= 2 else 0.0
+        assert all(np.all(m == expected) for m in epoch_masks.values()), epoch
+
+
+def test_metrics_log_the_precision_state(ppt, runs):
+    assert [row["binary"] for row in ppt["rows"]] == [0.0, 0.0, 1.0, 1.0]
+    assert [row["binary"] for row in runs["ppt0"]] == [1.0]
+
+
+def test_fp_epochs_are_the_fp_twin_exactly(ppt, runs):
+    for ppt_row, fp_row in zip(ppt["rows"][:2], runs["fp"]):
+        for key in ("test_loss", "test_accuracy", "lr"):
+            assert ppt_row[key] == pytest.approx(fp_row[key], rel=1e-5, abs=1e-7), key
+
+
+def test_fp_fraction_zero_is_the_inner_method(runs):
+    for ppt_row, ste_row in zip(runs["ppt0"], runs["ste"]):
+        for key in ("train_loss", "test_loss", "test_accuracy", "lr"):
+            assert ppt_row[key] == pytest.approx(ste_row[key], rel=1e-6), key
+
+
+def test_lr_schedule_restarts_with_the_inner_config(ppt):
+    fp_lr, inner_lr = optax.cosine_decay_schedule(1e-3, 2 * STEPS), optax.cosine_decay_schedule(0.01, 2 * STEPS)
+    logged = [row["lr"] for row in ppt["rows"]]  # the lr of each epoch's last step
+    expected = [fp_lr(STEPS - 1), fp_lr(2 * STEPS - 1), inner_lr(STEPS - 1), inner_lr(2 * STEPS - 1)]
+    assert logged == pytest.approx([float(v) for v in expected], rel=1e-5, abs=1e-9)
+
+
+def test_without_restart_one_schedule_spans_the_budget(compose, digits):
+    experiment = build_experiment(compose("method=ppt", "epochs=4", "method.fp_fraction=0.5",
+                                          "method.restart_optimizer=false"), dataset=digits)
+    state = experiment.recipe.prepare(experiment.state)
+    lrs = []
+    for epoch in range(3):
+        state = run_epoch(experiment, state, epoch)
+        lrs.append(experiment.recipe.metrics(state)["lr"])
+    schedule = optax.cosine_decay_schedule(1e-3, 4 * STEPS)  # the inner STE's, over 4 epochs
+    assert lrs == pytest.approx([float(schedule((e + 1) * STEPS - 1)) for e in range(3)], rel=1e-5)
+    assert experiment.recipe.metrics(state)["binary"] == 1.0
+
+
+def test_converted_network_is_the_bnn_forward_of_the_fp_weights(ppt, digits):
+    experiment, state = ppt["experiment"], ppt["fp_state"]
+    images = digits.normalize(digits.test_images[:200])
+    forward = jax.jit(lambda variables: state.apply_fn(variables, images, train=False))
+    fp_logits = forward(state.variables())
+    converted = experiment.recipe.on_epoch(state, 2)
+    converted_logits = forward(converted.variables())
+
+    bnn = build_model(experiment.config.model, digits.num_classes)  # the binarized network, masks all 1
+    fresh_quant = jax.jit(lambda key: bnn.init(key, images[:1], train=False)["quant"])(jax.random.key(1))
+    bnn_logits = jax.jit(lambda variables: bnn.apply(variables, images, train=False))(
+        {"params": state.params, "batch_stats": state.batch_stats, "quant": fresh_quant})
+    np.testing.assert_allclose(converted_logits, bnn_logits, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(fp_logits, bnn_logits, atol=1e-3)
+    jax.tree.map(np.testing.assert_array_equal, converted.params, state.params)  # same parameters
+
+    labels = digits.test_labels[:200]
+    first_eval = experiment.eval_step(converted, (digits.test_images[:200], labels, np.ones(200, np.float32)))
+    assert float(first_eval["correct"]) == float(jnp.sum(jnp.argmax(bnn_logits, -1) == labels))
+
+
+def test_resume_at_the_switch_replays_the_conversion(compose, digits, tmp_path):
+    """Stopped right after the FP epochs, a PPT+Bop run resumes into the same numbers: the
+    conversion (masks, Bop's signing of the kernels) happens again in the epoch hook."""
+    import shutil
+
+    overrides = ("method=ppt", "method.inner=bop", "epochs=3", "method.fp_fraction=0.67", "model.hidden=[32,32]")
+    full = train(compose(*overrides, f"out_dir={tmp_path / 'full'}"), dataset=digits)
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    checkpoints = sorted((tmp_path / "cut" / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    assert [int(p.name) for p in checkpoints] == [2 * STEPS, 3 * STEPS]
+    shutil.rmtree(checkpoints[-1])
+    (tmp_path / "cut" / "summary.json").unlink()
+    resumed = train(compose(*overrides, f"out_dir={tmp_path / 'cut'}", "resume=true"), dataset=digits)
+    assert [row["binary"] for row in resumed.metrics] == [0.0, 0.0, 1.0]
+    assert resumed.summary["test_accuracy_curve"] == full.summary["test_accuracy_curve"]
+    assert resumed.metrics[-1]["train_loss"] == full.metrics[-1]["train_loss"]
+
+
+def test_bad_inner_method_is_one_line(run_cli):
+    code, output = run_cli("train", "method=ppt", "method.inner=fp", "epochs=1")
+    assert code == 2 and output.strip().count("\n") == 0 and "method.inner" in output
+    code, output = run_cli("train", "method=ppt", "method.inner_config={momentum:1}", "epochs=1")
+    assert code == 2 and "method.inner_config.momentum" in output
+
+
+# ---- time to accuracy --------------------------------------------------------------------------
+
+def test_epochs_and_seconds_to_target_on_a_hand_made_curve():
+    curve = [0.50, 0.70, 0.80, 0.79, 0.81]
+    seconds = [2.0, 1.0, 1.5, 1.0, 1.0]
+    assert epochs_to_target(curve, 0.80) == 3
+    assert epochs_to_target(curve, 0.805) == 5
+    assert epochs_to_target(curve, 0.40) == 1
+    assert epochs_to_target(curve, 0.90) is None
+    assert seconds_to_target(curve, seconds, 0.80) == 4.5
+    assert seconds_to_target(curve, seconds, 0.90) is None
+
+
+def fake_run(folder, accuracies, seconds, seed=0):
+    folder.mkdir()
+    write_jsonl(folder / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": s}
+                                           for e, (a, s) in enumerate(zip(accuracies, seconds))])
+    write_json(folder / "summary.json", {"seed": seed, "test_accuracy_curve": accuracies})
+    return folder
+
+
+def test_speedup_on_hand_made_runs(tmp_path):
+    scratch = fake_run(tmp_path / "scratch", [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.9, 0.91], [1.0] * 8)
+    ppt = fake_run(tmp_path / "ppt", [0.6, 0.8, 0.9, 0.906, 0.92, 0.9, 0.92, 0.92], [0.5, 0.5, 1.0, 1.0, 1, 1, 1, 1])
+    result = speedup(scratch, ppt)  # plateau 0.91, target 0.905: scratch needs 8 epochs, PPT 4
+    assert result["target"] == pytest.approx(0.905)
+    assert (result["scratch_epochs"], result["epochs"], result["epoch_speedup"]) == (8, 4, 2.0)
+    assert (result["scratch_seconds"], result["seconds"]) == (8.0, 3.0)
+    assert result["time_speedup"] == pytest.approx(8 / 3)
+    assert speedup(scratch, ppt, margin=0.0)["epochs"] == 5
+
+
+def test_speedup_stats_over_seeds(tmp_path):
+    pairs = [
+        (fake_run(tmp_path / "s0", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p0", [0.9, 0.9, 0.9, 0.9], [1] * 4)),
+        (fake_run(tmp_path / "s1", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p1", [0.8, 0.9, 0.9, 0.9], [2] * 4)),
+        (fake_run(tmp_path / "s2", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p2", [0.5, 0.6, 0.7, 0.8], [1] * 4)),
+    ]
+    stats = speedup_stats(pairs)
+    assert (stats["pairs"], stats["unreached"]) == (3, 1)
+    assert stats["epoch_speedup"]["values"] == [3.0, 1.5]
+    assert stats["epoch_speedup"]["mean"] == pytest.approx(2.25)
+    assert stats["epoch_speedup"]["std"] == pytest.approx(math.sqrt(2 * 0.75 ** 2))
+    assert stats["time_speedup"]["values"] == pytest.approx([3.0, 0.75])
+    assert (stats["epoch_speedup"]["min"], stats["epoch_speedup"]["max"]) == (1.5, 3.0)
+
+
+def test_speedup_of_real_runs(runs):
+    """PPT with fp_fraction 0 is STE: the same epochs to any target."""
+    result = speedup(runs["dirs"]["ste"], runs["dirs"]["ppt0"])
+    assert result["epoch_speedup"] == 1.0 and result["epochs"] == result["scratch_epochs"]
+    assert result["seconds"] == pytest.approx(runs["ppt0"][0]["epoch_time_s"])
