@@ -1,0 +1,131 @@
+"""`bnnx sweep` and `bnnx report`: regenerate a paper's table, mean ± std over seeds.
+
+Also the entry point of cluster jobs: `python -m bnnx.cli.sweep --multirun ...` is a Hydra app
+whose launcher plugin (submitit, ray) runs one job of a sweep wave per Hydra job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from bnnx.cli import app, user_errors
+
+SWEEP_HELP = """Run every cell × seed of a sweep file (sweeps/*.yaml) as ordinary training runs.
+
+Each run goes to <out>/<cell>/seed<N> (default out: sweep_runs/<sweep>-<preset>). Rerunning the
+same command skips completed runs and resumes or restarts the others; sweep.json records every
+run's status. Then `bnnx report <out>` writes the table beside the paper's numbers.
+
+Exit codes: 0 all runs done (completed, or diverged: recorded, not retried), 1 some failed or
+blocked (recorded; rerun to retry), 2 bad input (nothing was run), 130 interrupted.
+"""
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    from bnnx.errors import ConfigError
+
+    out = {}
+    for value in values or []:
+        key, equal, rest = value.partition("=")
+        if not equal or not key or not rest:
+            raise ConfigError(f"{option} takes KEY=VALUE (got '{value}')")
+        out[key] = rest
+    return out
+
+
+def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, use, options) -> str:
+    parts = ["bnnx sweep", str(sweep_file), f"--preset {preset}"]
+    parts += [f"--seeds {seeds}"] if seeds else []
+    parts += [f"--jobs {jobs}"] if jobs != 1 else []
+    parts += [f"--launcher {launcher}"] if launcher else []
+    parts += [f"--out {out}"] if out else []
+    parts += [f"--only {o}" for o in only or []] + [f"--use {u}" for u in use or []]
+    parts += [f"--launcher-opt {o}" for o in options or []]
+    return " ".join(parts)
+
+
+@app.command(help=SWEEP_HELP)
+@user_errors
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="A sweep file, e.g. sweeps/bnew_cifar.yaml."),
+    preset: str = typer.Option("cpu", "--preset", help="smoke | cpu | paper (see the sweep file)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 instead of the preset's."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at a time (joblib processes)."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local | joblib | submitit | ray."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Only cells matching this glob (repeatable)."),
+    use: Optional[List[str]] = typer.Option(None, "--use", help="CELL=RUN_DIR: use a finished run for a cell."),
+    launcher_opt: Optional[List[str]] = typer.Option(None, "--launcher-opt", help="key=value for hydra.launcher."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress view."),
+):
+    from bnnx.cli.compose import compose_config
+    from bnnx.sweeps import load_spec, make_launcher, run_sweep
+
+    spec = load_spec(sweep_file)
+    spec.preset(preset)
+    out = out or Path("sweep_runs") / f"{spec.name}-{preset}"
+    provided, options = _pairs(use, "--use"), _pairs(launcher_opt, "--launcher-opt")
+    runner = make_launcher(launcher, jobs, spec.name, out, spec.preset(preset).resources, options)
+    seed_list = tuple(range(seeds)) if seeds else None
+    if dry_run:
+        _dry_run(spec, preset, out, seed_list, only, provided, runner, compose_config)
+        return
+    result = run_sweep(spec, preset, compose_config, out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
+                       only=only, provided=provided, launcher=runner, quiet=quiet,
+                       command=_command(sweep_file, preset, seeds, jobs, launcher, out, only, use, launcher_opt))
+    for (cell, seed), error in list(result.errors.items())[:5]:
+        typer.echo(f"{result.statuses[cell, seed]}: {cell} seed {seed}: {error}", err=True)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
+    typer.echo(f"sweep {spec.name}-{preset}: {len(result.statuses)} runs ({counts}); "
+               f"{result.skipped} already done, {result.launched} run now; next: bnnx report {out}")
+    raise typer.Exit(result.exit_code)
+
+
+def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
+    from bnnx.sweeps import compose_runs, plan_runs
+    from bnnx.sweeps.runner import check_sweep_folder, data_problems, disk_status
+
+    check_sweep_folder(out, spec, preset)
+    runs = plan_runs(spec, preset, out, seeds, only, provided)
+    configs = compose_runs(runs, compose, spec.name)
+    runner.check()
+    for run in runs:
+        typer.echo(f"{run.cell} seed {run.seed} [{disk_status(run)}]: {' '.join(run.overrides)}")
+    for message in data_problems(configs).values():
+        typer.echo(f"data: {message}")
+    typer.echo(f"{len(runs)} runs compose; launcher {runner.name}; out {out}")
+
+
+@app.command(help="Write report.md, report.csv and curves.png for a sweep folder and print the table.")
+@user_errors
+def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
+    from bnnx.report import write_report
+
+    _, table = write_report(sweep_dir, command=f"bnnx report {sweep_dir}")
+    typer.echo(table)
+    typer.echo(f"wrote {sweep_dir / 'report.md'}, report.csv and curves.png")
+
+
+# ---- cluster jobs: a Hydra app run by the sweep's launcher plugin -------------------------
+
+def hydra_job(cfg) -> None:
+    """One job of a sweep wave: `+jobs_file=<wave file> +job=<index>`."""
+    from bnnx.sweeps.launchers import run_job_file
+
+    run_job_file(cfg.jobs_file, int(cfg.job))
+
+
+def hydra_multirun() -> None:
+    import hydra
+
+    hydra.main(version_base=None, config_path=None, config_name=None)(hydra_job)()
+
+
+if __name__ == "__main__":
+    from bnnx.cli import sweep as module  # the importable module, so launchers can pickle hydra_job
+
+    module.hydra_multirun()

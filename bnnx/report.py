@@ -1,0 +1,271 @@
+"""A sweep's table beside the paper's: `bnnx report <sweep dir>`.
+
+Reads the sweep folder (sweep.yaml, sweep.json and each run's files), and writes
+- report.md: the command, date, machine and preset, then the table with the paper's rows and
+  columns, each cell "mean ± std (n)" over seeds beside the paper's number and the difference;
+- report.csv: the same table as numbers (per column: mean, std, n, paper, diff);
+- curves.png: test accuracy per epoch, mean over seeds with a ±1 std band, per cell.
+Only completed runs count; a partial sweep reports what is done and marks the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import math
+import statistics
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from bnnx.errors import check
+from bnnx.io import read_json, write_text
+from bnnx.sweeps.metrics import accuracy_curve, run_value
+from bnnx.sweeps.parse import load_spec
+from bnnx.sweeps.runner import INDEX_FILE, SPEC_FILE
+from bnnx.sweeps.spec import AxisValue, Metric, SweepSpec
+
+MISSING, NOT_RECORDED, EXCLUDED = "missing", "not recorded", "—"
+
+
+@dataclasses.dataclass
+class CellStats:
+    """One metric of one cell over its seeds (values already scaled for display)."""
+
+    values: list[float]
+    planned: int  # runs of the cell in the sweep
+    done: int  # of which completed
+    problems: Counter  # runs that are not completed, by status
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclasses.dataclass
+class SweepResults:
+    sweep_dir: Path
+    spec: SweepSpec
+    preset: str
+    index: dict
+    stats: dict[tuple[str, str], CellStats]  # (cell key, metric name)
+    curves: dict[str, list[list[float]]]  # cell key -> one accuracy curve per completed run
+
+
+def _run_status(run_dir: Path) -> str:
+    summary = run_dir / "summary.json"
+    return str(read_json(summary).get("status")) if summary.exists() else "not run"
+
+
+def collect(sweep_dir: Path | str) -> SweepResults:
+    sweep_dir = Path(sweep_dir)
+    check((sweep_dir / INDEX_FILE).is_file() and (sweep_dir / SPEC_FILE).is_file(),
+          f"{sweep_dir} is not a sweep folder (no {INDEX_FILE}); run `bnnx sweep` first")
+    index, spec = read_json(sweep_dir / INDEX_FILE), load_spec(sweep_dir / SPEC_FILE)
+    runs = {(e["cell"], e["seed"]): sweep_dir / e["run_dir"] for e in index["runs"]}
+    status = {key: _run_status(path) for key, path in runs.items()}
+    check(any(s == "completed" for s in status.values()), f"no finished runs in {sweep_dir} yet")
+    stats, curves = {}, {}
+    for cell in sorted({c for c, _ in runs}):
+        seeds = sorted(s for c, s in runs if c == cell)
+        done = [s for s in seeds if status[cell, s] == "completed"]
+        problems = Counter(status[cell, s] for s in seeds if status[cell, s] != "completed")
+        curves[cell] = [accuracy_curve(runs[cell, s]) for s in done]
+        for metric in spec.metrics:
+            values = [_value(spec, metric, cell, s, runs, status) for s in done]
+            stats[cell, metric.name] = CellStats([v * metric.scale for v in values if v is not None], len(seeds),
+                                                 len(done), problems)
+    return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves)
+
+
+def _value(spec: SweepSpec, metric: Metric, cell: str, seed: int, runs: dict, status: dict) -> float | None:
+    reference = None
+    if metric.reference:
+        key = (spec.reference_key(metric.reference, spec.cell(cell)), seed)
+        if status.get(key) != "completed":
+            return None
+        reference = runs[key]
+    return run_value(runs[cell, seed], metric, reference)
+
+
+# ---- the table ----------------------------------------------------------------------------
+
+def _combos(spec: SweepSpec, axes: tuple[str, ...]) -> list[tuple[tuple[str, AxisValue], ...]]:
+    return [tuple(zip(axes, values)) for values in itertools.product(*(spec.axis(a).values for a in axes))]
+
+
+def _cell_key(spec: SweepSpec, row, column) -> str | None:
+    keys = {axis: value.key for axis, value in row + column}
+    return None if spec.is_excluded(keys) else "/".join(keys[a.name] for a in spec.axes)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}".replace("-", "−")
+
+
+def _paper(value, digits: int) -> tuple[str, float | None, float | None]:
+    """(text, mean, std) of a paper entry: a number, [mean, std] or a text."""
+    if value is None:
+        return "", None, None
+    if isinstance(value, list):
+        return f"{value[0]} ± {value[1]}", float(value[0]), float(value[1])
+    if isinstance(value, (int, float)):
+        return f"{value}", float(value), None
+    return str(value), None, None
+
+
+def _ours(stats: CellStats | None, digits: int) -> str:
+    if stats is None:
+        return "not run"
+    if not stats.n:
+        if stats.done:
+            return NOT_RECORDED
+        return MISSING + (f" ({', '.join(f'{n} {s}' for s, n in sorted(stats.problems.items()))})" if stats.problems else "")
+    count = f"{stats.n}" if stats.n == stats.planned else f"{stats.n}/{stats.planned}"
+    spread = f" ± {_fmt(stats.std, digits)}" if stats.std is not None else ""
+    return f"{_fmt(stats.mean, digits)}{spread} ({count})"
+
+
+def _diff(stats: CellStats | None, paper_mean: float | None, digits: int) -> tuple[str, float | None]:
+    if stats is None or stats.mean is None or paper_mean is None:
+        return "", None
+    diff = stats.mean - paper_mean
+    return ("+" if diff >= 0 else "") + _fmt(diff, digits), diff
+
+
+def column_labels(results: SweepResults) -> list[tuple[str, tuple, Metric]]:
+    spec, preset = results.spec, results.preset
+    out = []
+    for column in _combos(spec, spec.columns):
+        for metric in spec.metrics:
+            parts = [value.label(preset) for _, value in column] + ([metric.name] if len(spec.metrics) > 1 or not column else [])
+            out.append((" · ".join(parts), column, metric))
+    return out
+
+
+def build_table(results: SweepResults) -> tuple[list[str], list[list[str]], list[str], list[list]]:
+    """(markdown header, markdown rows, csv header, csv rows), rows and columns as in the paper."""
+    spec, preset = results.spec, results.preset
+    columns = column_labels(results)
+    md_header = [spec.axis(a).name for a in spec.rows]
+    csv_header = list(md_header)
+    for label, _, _ in columns:
+        md_header += [f"{label}: ours", "paper", "Δ"]
+        csv_header += [f"{label} {part}" for part in ("mean", "std", "n", "paper", "diff")]
+    md_rows, csv_rows = [], []
+    for row in _combos(spec, spec.rows):
+        names = [value.label(preset) for _, value in row]
+        md_row, csv_row = list(names), list(names)
+        for _, column, metric in columns:
+            key = _cell_key(spec, row, column)
+            if key is None:
+                md_row += [EXCLUDED, EXCLUDED, ""]
+                csv_row += ["", "", "", "", ""]
+                continue
+            stats = results.stats.get((key, metric.name))
+            paper_text, paper_mean, _ = _paper(spec.paper.get(key, {}).get(metric.name), metric.digits)
+            diff_text, diff = _diff(stats, paper_mean, metric.digits)
+            md_row += [_ours(stats, metric.digits), paper_text, diff_text]
+            csv_row += [_csv_number(stats.mean if stats else None), _csv_number(stats.std if stats else None),
+                        stats.n if stats else 0, paper_text, _csv_number(diff)]
+        md_rows.append(md_row)
+        csv_rows.append(csv_row)
+    return md_header, md_rows, csv_header, csv_rows
+
+
+def _csv_number(value: float | None):
+    return "" if value is None or not math.isfinite(value) else value
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+def _header(results: SweepResults, command: str) -> str:
+    index, spec = results.index, results.spec
+    machine = index.get("machine", {})
+    counts = Counter(_run_status(results.sweep_dir / e["run_dir"]) for e in index["runs"])
+    runs = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    preset = spec.presets.get(results.preset)
+    return "\n".join([
+        f"# {spec.title}", "",
+        f"- Command: `{index.get('command') or 'bnnx sweep'}`, then `{command}`",
+        f"- Date: {datetime.now().isoformat(timespec='seconds')} (sweep started {index.get('created')}, "
+        f"last update {index.get('updated')})",
+        f"- Machine: {machine.get('platform')}; CPU: {machine.get('cpu')} ({machine.get('cpu_count')} cores); "
+        f"jax device: {machine.get('jax_device')}",
+        f"- Preset: **{results.preset}**" + (f": {preset.description}" if preset and preset.description else ""),
+        f"- Source: {spec.source}",
+        f"- Runs: {len(index['runs'])} planned: {runs}", ""])
+
+
+def _footer(spec: SweepSpec) -> str:
+    text = ("Each cell: mean ± sample std over seeds (n completed runs; n/N when some are not done), "
+            "the paper's number and Δ = ours − paper. `—`: no such cell in the paper. ")
+    return text + (f"\n\n{spec.notes}" if spec.notes else "")
+
+
+def write_report(sweep_dir: Path | str, command: str = "bnnx report") -> tuple[SweepResults, str]:
+    """Write report.md, report.csv and curves.png into the sweep folder; returns the table text."""
+    results = collect(sweep_dir)
+    md_header, md_rows, csv_header, csv_rows = build_table(results)
+    table = markdown_table(md_header, md_rows)
+    write_text(results.sweep_dir / "report.md", f"{_header(results, command)}\n{table}\n\n{_footer(results.spec)}\n")
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([csv_header, *csv_rows])
+    write_text(results.sweep_dir / "report.csv", buffer.getvalue())
+    plot_curves(results, results.sweep_dir / "curves.png")
+    return results, table
+
+
+def plot_curves(results: SweepResults, path: Path) -> None:
+    """Test accuracy per epoch: one panel per table column, one line per table row (mean ± std
+    over the completed seeds, cut to the shortest curve)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    spec, preset = results.spec, results.preset
+    panels = _combos(spec, spec.columns)
+    ncols = min(len(panels), 2)
+    nrows = -(-len(panels) // ncols)
+    figure = Figure(figsize=(6 * ncols, 4 * nrows))
+    FigureCanvasAgg(figure)
+    for i, column in enumerate(panels):
+        axes = figure.add_subplot(nrows, ncols, i + 1)
+        for color, row in enumerate(_combos(spec, spec.rows)):  # one colour per table row in every panel
+            key = _cell_key(spec, row, column)
+            curves = [c for c in results.curves.get(key, []) if c] if key else []
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            data = np.array([c[:length] for c in curves]) * 100
+            mean, std = data.mean(axis=0), data.std(axis=0)
+            epochs = np.arange(1, length + 1)
+            label = " · ".join(v.label(preset) for _, v in row) + f" ({len(curves)})"
+            axes.plot(epochs, mean, color=f"C{color % 10}", label=label)
+            axes.fill_between(epochs, mean - std, mean + std, color=f"C{color % 10}", alpha=0.2)
+        axes.set_title(" · ".join(v.label(preset) for _, v in column) or spec.name, fontsize=9)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("test accuracy (%)")
+        axes.grid(alpha=0.3)
+        if axes.lines:
+            axes.legend(fontsize=7)
+    figure.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    tmp.replace(path)

@@ -1,0 +1,171 @@
+"""`bnnx report`: numbers equal mean/std computed by hand on fake run folders, the layout is the
+paper's, partial sweeps are marked; and one shipped sweep file's smoke preset end to end."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bnnx.errors import ConfigError
+from bnnx.io import read_json, read_jsonl, write_json, write_jsonl
+from bnnx.report import build_table, collect, write_report
+
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+
+FAKE = {
+    "name": "fake", "title": "Fake table", "source": "a paper",
+    "metrics": [{"name": "top-1", "key": "test_accuracy", "scale": 100, "digits": 1},
+                {"name": "speedup", "source": "speedup", "key": "epoch_speedup", "reference": "scratch/{data}", "digits": 2},
+                {"name": "flips", "source": "signs.json", "key": "all.flip_ratio.-1", "scale": 100, "digits": 2}],
+    "axes": [{"name": "method", "values": [{"key": "scratch", "name": "Scratch"}, {"key": "ppt", "name": "PPT"},
+                                           {"key": "bop", "name": "Bop"}]},
+             {"name": "data", "values": [{"key": "a", "name": "Data A"}, {"key": "b", "name": "Data B"}]}],
+    "rows": ["method"], "columns": ["data"],
+    "paper": {"scratch/a": {"top-1": [90.0, 0.5]}, "ppt/a": {"top-1": 88, "speedup": "1.26-1.61"}},
+    "presets": {"cpu": {"description": "the fake preset", "seeds": 2}},
+}
+# cell -> seed -> (status, test accuracy curve, flip ratios)
+RUNS = {
+    "scratch/a": {0: ("completed", [0.5, 0.7, 0.8, 0.9], [0.2, 0.1]), 1: ("completed", [0.4, 0.6, 0.82, 0.84], [0.3, 0.05])},
+    "ppt/a": {0: ("completed", [0.6, 0.85, 0.9, 0.9], [0.1, 0.02]), 1: ("completed", [0.7, 0.84, 0.84, 0.83], [0.1, 0.04])},
+    "scratch/b": {0: ("completed", [0.3, 0.5], [0.5, 0.1]), 1: ("completed", [0.35, 0.55], [0.4, 0.2])},
+    "ppt/b": {0: ("completed", [0.5, 0.6], [0.3, 0.1]), 1: ("interrupted", [0.45], [0.3])},
+    "bop/a": {}, "bop/b": {},  # planned, never run
+}
+
+
+def fake_sweep(root: Path, spec: dict = FAKE, runs: dict = RUNS, preset: str = "cpu", seeds=(0, 1)) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sweep.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    entries = []
+    for cell, by_seed in runs.items():
+        for seed in seeds:
+            entries.append({"cell": cell, "seed": seed, "run_dir": f"{cell}/seed{seed}", "status": "?", "error": None})
+            if seed not in by_seed:
+                continue
+            status, curve, flips = by_seed[seed]
+            run_dir = root / cell / f"seed{seed}"
+            write_jsonl(run_dir / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": 1.0} for e, a in enumerate(curve)])
+            write_json(run_dir / "summary.json", {"status": status, "test_accuracy": curve[-1], "seed": seed})
+            write_json(run_dir / "signs.json", {"all": {"flip_ratio": flips, "epochs_until_95pct_fixed": 1}})
+    write_json(root / "sweep.json", {"sweep": spec["name"], "preset": preset, "command": f"bnnx sweep x.yaml --preset {preset}",
+                                     "created": "2024-01-01T00:00:00", "updated": "2024-01-01T01:00:00",
+                                     "machine": {"platform": "Linux-test", "cpu": "Test CPU", "cpu_count": 2,
+                                                 "jax_device": "cpu ×1"}, "runs": entries})
+    return root
+
+
+def csv_rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def test_report_numbers_equal_mean_and_std_by_hand(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    _, table = write_report(root, command="bnnx report sweep")
+    rows = csv_rows(root / "report.csv")
+    top1 = [0.9 * 100, 0.84 * 100]  # final accuracies of scratch/a
+    assert float(rows["Scratch"]["Data A · top-1 mean"]) == pytest.approx(statistics.fmean(top1))
+    assert float(rows["Scratch"]["Data A · top-1 std"]) == pytest.approx(statistics.stdev(top1))
+    assert rows["Scratch"]["Data A · top-1 n"] == "2"
+    assert float(rows["Scratch"]["Data A · top-1 diff"]) == pytest.approx(statistics.fmean(top1) - 90.0)
+    assert rows["Scratch"]["Data A · top-1 paper"] == "90.0 ± 0.5"
+    # speedup: target = scratch plateau - 0.005; seed 0: 4 epochs vs 3, seed 1: 4 epochs vs 2
+    speedups = [4 / 3, 4 / 2]
+    assert float(rows["PPT"]["Data A · speedup mean"]) == pytest.approx(statistics.fmean(speedups))
+    assert float(rows["PPT"]["Data A · speedup std"]) == pytest.approx(statistics.stdev(speedups))
+    assert float(rows["Scratch"]["Data A · speedup mean"]) == 1.0
+    flips = [0.02 * 100, 0.04 * 100]
+    assert float(rows["PPT"]["Data A · flips mean"]) == pytest.approx(statistics.fmean(flips))
+    assert "| PPT | 86.5 ± 4.9 (2) | 88 | −1.5 | 1.67 ± 0.47 (2) | 1.26-1.61 |" in table
+
+
+def test_partial_and_missing_cells_are_marked(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    results = collect(root)
+    header, rows, _, _ = build_table(results)
+    by_name = {row[0]: dict(zip(header, row)) for row in rows}
+    assert by_name["PPT"]["Data B · top-1: ours"] == "60.0 (1/2)"  # one of two seeds done
+    assert by_name["Bop"]["Data A · top-1: ours"] == "missing (2 not run)"
+    assert csv_rows(write_report(root)[0].sweep_dir / "report.csv")["Bop"]["Data A · top-1 n"] == "0"
+
+
+def test_report_md_begins_with_command_date_machine_and_preset(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    write_report(root, command="bnnx report sweep")
+    lines = (root / "report.md").read_text().splitlines()
+    assert lines[0] == "# Fake table"
+    assert lines[2] == "- Command: `bnnx sweep x.yaml --preset cpu`, then `bnnx report sweep`"
+    assert lines[3].startswith("- Date: ")
+    assert lines[4] == "- Machine: Linux-test; CPU: Test CPU (2 cores); jax device: cpu ×1"
+    assert lines[5] == "- Preset: **cpu**: the fake preset"
+    assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bnew_layout_is_the_posters(tmp_path):
+    spec = yaml.safe_load((SWEEPS / "bnew_cifar.yaml").read_text())
+    root = fake_sweep(tmp_path / "bnew", spec, {"ste/nokd/cifar10": {0: ("completed", [0.843], [0.1])}}, preset="paper", seeds=(0,))
+    header, rows, _, _ = build_table(collect(root))
+    columns = [h for h in header if h.endswith(": ours")]
+    assert columns == ["CIFAR-10 · no KD: ours", "CIFAR-10 · KD: ours", "CIFAR-100 · no KD: ours", "CIFAR-100 · KD: ours"]
+    assert [row[0] for row in rows] == ["Real valued", "STE", "BMD", "BOP", "BNEW"]
+    real = dict(zip(header, rows[0]))
+    assert real["CIFAR-10 · KD: ours"] == "—" and real["CIFAR-10 · no KD: ours"] == "not run"
+    ste = rows[1]
+    assert ste[1:4] == ["84.3 (1)", "84.3 ± 0.3", "+0.0"]
+
+
+def test_rpr_layout_is_table_1(tmp_path):
+    spec = yaml.safe_load((SWEEPS / "rpr_imagenet.yaml").read_text())
+    root = fake_sweep(tmp_path / "rpr", spec, {"resnet18/binary": {0: ("completed", [0.6462], [0.1])}}, preset="paper", seeds=(0,))
+    header, rows, _, _ = build_table(collect(root))
+    assert header == ["Model", "Levels", "top-1 %: ours", "paper", "Δ", "top-5 %: ours", "paper", "Δ"]
+    assert [tuple(r[:2]) for r in rows][:3] == [("ResNet-18", "full-prec. (baseline)"), ("ResNet-18", "3: {-1, 0, 1}"),
+                                                 ("ResNet-18", "2: {-1, 1}")]
+    assert [r[0] for r in rows[3::3]] == ["ResNet-50", "GoogLeNet"]
+    binary = rows[2]
+    assert binary[2:5] == ["64.62 (1)", "64.62", "+0.00"] and binary[5] == "not recorded"
+
+
+def test_a_folder_without_finished_runs_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="not a sweep folder"):
+        collect(tmp_path)
+    root = fake_sweep(tmp_path / "sweep", runs={"bop/a": {}})
+    with pytest.raises(ConfigError, match="no finished runs"):
+        collect(root)
+
+
+def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
+    out = tmp_path / "signs"
+    code, output = run_cli("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "-q")
+    assert code == 0, output
+    assert "3 runs (3 completed); 0 already done, 3 run now" in output
+    # simulate kills: one run interrupted after its last checkpoint; one killed during its
+    # second epoch, i.e. with one metrics row and the first epoch's checkpoint only
+    learned, mean_abs = out / "learned" / "seed0", out / "mean_abs" / "seed0"
+    write_json(learned / "summary.json", {**read_json(learned / "summary.json"), "status": "interrupted"})
+    (mean_abs / "summary.json").unlink()
+    (mean_abs / "metrics.jsonl").write_text((mean_abs / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    shutil.rmtree(max((mean_abs / "checkpoints").iterdir(), key=lambda p: int(p.name)))
+    code, output = run_cli("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "-q")
+    assert code == 0, output
+    assert "1 already done, 2 run now" in output
+    assert [r["epoch"] for r in read_jsonl(mean_abs / "metrics.jsonl")] == [0, 1]
+    assert [r["epoch"] for r in read_jsonl(learned / "metrics.jsonl")] == [0, 1]
+    code, output = run_cli("report", str(out))
+    assert code == 0, output
+    rows = {r["Scaling"]: r for r in csv.DictReader(open(out / "report.csv"))}
+    for name, cell in (("none (sign only)", "none"), ("mean |w| (XNOR-Net)", "mean_abs"), ("learned", "learned")):
+        run_dir = out / cell / "seed0"
+        assert float(rows[name]["top-1 % mean"]) == pytest.approx(100 * read_json(run_dir / "summary.json")["test_accuracy"])
+        signs_file = read_json(run_dir / "signs.json")
+        assert signs_file["tracked"] == "binary-bound kernels"
+        signs = signs_file["all"]
+        assert float(rows[name]["final flip % mean"]) == pytest.approx(100 * signs["flip_ratio"][-1])
+        assert float(rows[name]["epochs to 95 % fixed mean"]) == signs["epochs_until_95pct_fixed"]
+    assert "| none (sign only) |" in output and (out / "curves.png").exists()
