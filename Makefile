@@ -7,7 +7,7 @@ ARGS   ?=
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test bench clean
+.PHONY: help install train test bench clean repro-bnew repro-rpr repro-ppt repro-ilb repro-signs repro-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,3 +28,24 @@ test: install ## Run the test suite
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache
+
+bench: install ## Speed/memory benchmark; results with their targets in bench.json
+	$(BIN)/bnnx bench --out bench.json
+
+# Each paper table: run the sweep (PRESET=smoke|cpu|paper), then always write its report.
+define repro
+	$(BIN)/bnnx sweep sweeps/$(1).yaml --preset $(PRESET) $(ARGS); status=$$?; \
+	$(BIN)/bnnx report sweep_runs/$(1)-$(PRESET) && exit $$status
+endef
+
+repro-bnew: install ## BNEW paper's CIFAR table (PRESET=smoke|cpu|paper)
+	$(call repro,bnew_cifar)
+repro-rpr: install ## RPR paper's Table 1, RPR rows
+	$(call repro,rpr_imagenet)
+repro-ppt: install ## Partial pre-training speedups
+	$(call repro,ppt_speedup)
+repro-ilb: install ## Iterative layer binarization orders
+	$(call repro,ilb_order)
+repro-signs: install ## Stable-signs study (scaling factors, sign stability)
+	$(call repro,stable_signs)
+repro-all: repro-bnew repro-rpr repro-ppt repro-ilb repro-signs ## Every paper table

@@ -9,6 +9,17 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def pytest_configure(config):
+    """Share compiled steps across tests: many build the same model and method, and XLA
+    compilation dominates this suite's CPU time."""
+    import jax
+
+    cache = config.rootpath / ".pytest_cache" / "jax"
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @pytest.fixture(scope="session")
 def digits():
     from bnnx.data.digits import load_digits_dataset
