@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-def write_text(path: Path | str, text: str) -> None:
+def write_bytes(path: Path | str, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -24,17 +25,8 @@ def write_text(path: Path | str, text: str) -> None:
         raise
 
 
-def write_bytes(path: Path | str, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_text(path: Path | str, text: str) -> None:
+    write_bytes(path, text.encode())
 
 
 def _default(value):
