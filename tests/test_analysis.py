@@ -222,6 +222,8 @@ def test_analyze_writes_reports_and_pictures(conv_run, run_cli):
     stats = read_json(conv_run / "kernels.json")["QuantConv_2"]
     assert stats["kernels"] == 8 * 8 and sum(stats["sorted_counts"]) == 64
     assert stats["top_k_coverage"]["512"] == pytest.approx(1.0)
+    reference = stats["uniform_random_reference"]  # 64 random kernels: ~60 distinct patterns
+    assert 50 <= reference["distinct_patterns"] <= 64 and reference["top_k_coverage"]["64"] == pytest.approx(1.0)
     report = read_json(conv_run / "qbn.json")
     assert [r["bits"] for r in report["results"]] == [1, 8]
     k256 = report["results"][1]  # 4·8 + 8·8 kernels use at most 96 < 256 patterns: nothing changes

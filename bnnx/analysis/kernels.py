@@ -84,6 +84,20 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def random_reference(kernels: int, merge_negation: bool = False, draws: int = 20, seed: int = 0) -> dict:
+    """The same statistics for as many kernels drawn uniformly from the 512 patterns (mean of `draws`).
+
+    With few kernels per pattern, even uniform signs look concentrated (e.g. 512 kernels
+    use only ~324 patterns); a layer shows real concentration only beyond this reference.
+    """
+    rng = np.random.default_rng(seed)
+    samples = [histogram(rng.integers(0, PATTERNS, kernels), merge_negation) for _ in range(draws)]
+    coverage = [top_k_coverage(counts) for counts in samples]
+    return {"distinct_patterns": float(np.mean([(c > 0).sum() for c in samples])),
+            "entropy_bits_per_kernel": float(np.mean([entropy_bits(c) for c in samples])),
+            "top_k_coverage": {str(k): float(np.mean([c[k] for c in coverage])) for k in COVERAGE_KS}}
+
+
 def kernel_stats(kernel, merge_negation: bool = False, top: int = 16) -> dict:
     """One layer's pattern statistics, as written to kernels.json."""
     counts = histogram(encode(kernel), merge_negation)
@@ -97,6 +111,7 @@ def kernel_stats(kernel, merge_negation: bool = False, top: int = 16) -> dict:
         "top_k_coverage": {str(k): v for k, v in top_k_coverage(counts).items()},
         "top_patterns": [{"code": int(c), "count": int(counts[c])} for c in order[:top]],
         "sorted_counts": counts[order].tolist(),
+        "uniform_random_reference": random_reference(int(counts.sum()), merge_negation),
     }
 
 

@@ -95,14 +95,20 @@ def plot_kernel_patterns(name: str, stats: dict, path: Path) -> Path:
     ax.set_ylabel("kernels with this pattern (%)")
     cover = ax.twinx()
     cover.plot(ranks, np.cumsum(share), color="tab:red", label="top-k coverage (right axis)")
+    reference = stats["uniform_random_reference"]["top_k_coverage"]
+    ks = [int(k) for k in reference]
+    cover.plot(ks, [reference[str(k)] * 100 for k in ks], color="tab:red", linestyle="--", marker=".",
+               label=f"top-k coverage of {stats['kernels']} uniformly random kernels")
     cover.set_ylabel("top-k coverage: kernels among the k most frequent (%)", color="tab:red", fontsize=8)
     cover.set_ylim(0, 101)
     lines = ax.get_legend_handles_labels()[0] + cover.get_legend_handles_labels()[0]
     ax.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="center left")
     kind = "pattern classes (± merged)" if stats["merge_negation"] else "patterns"
     ax.set_title(f"{name}: {stats['kernels']} binary 3×3 kernels use {stats['distinct_patterns']} of {possible} {kind}\n"
-                 f"entropy {stats['entropy_bits_per_kernel']:.2f} bits/kernel (9 = 1 bit/weight), "
-                 f"top-16 coverage {stats['top_k_coverage']['16'] * 100:.1f} %", fontsize=9)
+                 f"entropy {stats['entropy_bits_per_kernel']:.2f} bits/kernel (random: "
+                 f"{stats['uniform_random_reference']['entropy_bits_per_kernel']:.2f}; 9 = 1 bit/weight), "
+                 f"top-16 coverage {stats['top_k_coverage']['16'] * 100:.1f} % "
+                 f"(random: {stats['uniform_random_reference']['top_k_coverage']['16'] * 100:.1f} %)", fontsize=9)
     _draw_tiles(fig, outer[1], stats)
     return _save(fig, path, tight_layout=False)  # nested grids: the grid spacing does the layout
 
