@@ -72,12 +72,7 @@ def config_yaml(overrides: list[str]) -> str:
 
 
 def load_run_config(run_dir: Path):
-    """The typed config a run recorded in its config.yaml."""
-    from omegaconf import OmegaConf
+    """The typed config a run recorded in its config.yaml (one-line error if it is not a run)."""
+    from bnnx.train.services import read_run_config
 
-    from bnnx.config import config_from_dict
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not a bnnx run (no config.yaml)")
-    return config_from_dict(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+    return read_run_config(run_dir)
