@@ -33,8 +33,10 @@ def test_run_writes_its_records(compose, digits, tmp_path):
     assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints"} <= {p.name for p in run.iterdir()}
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [0, 1]
-    for key in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "epoch_time_s"):
+    for key in ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5_accuracy",
+                "lr", "epoch_time_s"):
         assert key in rows[0]
+    assert all(r["test_accuracy"] <= r["test_top5_accuracy"] <= 1.0 for r in rows)
     summary = read_json(run / "summary.json")
     assert summary["status"] == "completed" and summary["epochs_done"] == 2
     assert summary["test_accuracy"] == rows[-1]["test_accuracy"]
@@ -43,6 +45,20 @@ def test_run_writes_its_records(compose, digits, tmp_path):
         assert key in summary
     assert summary["versions"]["jax"] and result.exit_code == 0
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_top_k_correct_matches_numpy():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bnnx.train.step import top_k_correct
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(64, 10)).astype(np.float32), rng.integers(0, 10, 64)
+    weights = (rng.random(64) > 0.2).astype(np.float32)  # padded examples weigh 0
+    ranks = (logits > logits[np.arange(64), labels][:, None]).sum(1)  # how many logits beat the label's
+    for k, expected in ((1, ((ranks < 1) * weights).sum()), (5, ((ranks < 5) * weights).sum()), (50, weights.sum())):
+        assert float(top_k_correct(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights), k)) == expected
 
 
 def test_same_config_and_seed_give_identical_numbers(compose, digits, tmp_path):

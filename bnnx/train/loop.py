@@ -94,13 +94,14 @@ def _zero_sums():
 
 
 def evaluate(experiment: Experiment, state) -> dict[str, float]:
-    sums = _zero_sums()
+    sums = {**_zero_sums(), "correct5": 0.0}
     for batch in experiment.dataset.test_batches(experiment.config.eval_batch_size):
         batch_sums = experiment.eval_step(state, batch)
         sums = {k: sums[k] + batch_sums[k] for k in sums}
     sums = jax.device_get(sums)
     count = max(float(sums["count"]), 1.0)
-    return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count}
+    return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count,
+            "test_top5_accuracy": float(sums["correct5"]) / count}
 
 
 def train(config: TrainConfig, *, quiet: bool = True, dataset=None) -> RunResult:

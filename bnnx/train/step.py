@@ -44,10 +44,18 @@ def make_train_step(normalize: Callable, augment: Callable | None, runtime: Call
     return jax.jit(train_step, donate_argnums=(0,))
 
 
+def top_k_correct(logits, labels, weights, k: int = 5):
+    """Weighted count of examples whose label is among the k largest logits (k capped at the
+    number of classes)."""
+    _, top = jax.lax.top_k(logits, min(k, logits.shape[-1]))
+    return jnp.sum(jnp.any(top == labels[:, None], axis=-1) * weights)
+
+
 def make_eval_step(normalize: Callable, runtime: Callable):
     def eval_step(state: TrainState, batch):
         images, labels, weights = batch
         logits = state.apply_fn(state.variables(runtime(state.quant, state.step)), normalize(images), train=False)
-        return _batch_metrics(logits, labels, weights, cross_entropy(logits, labels, weights))
+        sums = _batch_metrics(logits, labels, weights, cross_entropy(logits, labels, weights))
+        return {**sums, "correct5": top_k_correct(logits, labels, weights)}
 
     return jax.jit(eval_step)
