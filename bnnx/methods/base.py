@@ -9,6 +9,7 @@ an in-jit runtime function of the step). The loop knows nothing else about metho
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -106,6 +107,21 @@ def lr_schedule(kind: str, lr: float, total_steps: int) -> optax.Schedule:
     if kind == "linear":
         return optax.linear_schedule(lr, 0.0, total_steps)
     return optax.constant_schedule(lr)
+
+
+def round_half_up(x: float) -> int:
+    """⌊x + ½⌋: the rounding every fraction of a run uses (Python's round() goes to even)."""
+    return int(math.floor(x + 0.5))
+
+
+def epoch_boundaries(fractions, epochs: int) -> list[int]:
+    """End epoch (exclusive) of each part of a run split by `fractions`: cumulative sums × epochs,
+    rounded half up; the last part ends with the run."""
+    ends, total = [], 0.0
+    for fraction in fractions:
+        total += fraction
+        ends.append(min(epochs, round_half_up(total * epochs)))
+    return [*ends[:-1], epochs]
 
 
 def adam(learning_rate) -> optax.GradientTransformation:

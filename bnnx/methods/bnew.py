@@ -24,7 +24,6 @@ by the lock in a 10-epoch Fashion-MNIST run (5.6k stage-2 steps); scale it by ~1
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -33,7 +32,7 @@ import optax
 
 from bnnx.errors import check
 from bnnx.layers import flat, set_quant, unflat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries
 from bnnx.quantizers import sign
 
 
@@ -64,16 +63,6 @@ def bnew(learning_rate: float, lam: float, b1: float = 0.9, b2: float = 0.999, e
         return jax.tree.map(new_minus_old, steps, params), BnewState(adam_state)
 
     return optax.GradientTransformation(init, update)
-
-
-def epoch_boundaries(fractions, epochs: int) -> list[int]:
-    """End epoch (exclusive) of each part of a run split by `fractions`: cumulative sums × epochs,
-    rounded half up; the last part ends with the run."""
-    ends, total = [], 0.0
-    for fraction in fractions:
-        total += fraction
-        ends.append(min(epochs, int(math.floor(total * epochs + 0.5))))
-    return [*ends[:-1], epochs]
 
 
 def linear_decays(lr: float, boundaries: list[int], total: int) -> optax.Schedule:

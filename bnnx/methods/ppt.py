@@ -17,7 +17,6 @@ its state carried across the switch. The claim measured is speed: see bnnx/timin
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -27,7 +26,7 @@ import optax
 
 from bnnx.errors import ConfigError, check
 from bnnx.layers import flat, unflat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, scheduled_values
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, round_half_up, scheduled_values
 
 NOT_INNER = ("fp", "ppt", "ilb")  # schedule-level methods and the FP baseline wrap nothing
 
@@ -115,7 +114,7 @@ class PPT(MethodConfig):
         return self.inner_method.adapt_model(model)
 
     def fp_epochs(self, epochs: int) -> int:
-        return min(math.floor(self.fp_fraction * epochs + 0.5), epochs - 1)
+        return min(round_half_up(self.fp_fraction * epochs), epochs - 1)
 
     def build(self, ctx: MethodContext) -> Recipe:
         from bnnx.methods.fp import FP

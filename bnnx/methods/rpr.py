@@ -26,8 +26,8 @@ import numpy as np
 
 from bnnx.errors import check
 from bnnx.layers import binary_layer_paths, flat, set_quant, unflat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
-from bnnx.methods.bnew import epoch_boundaries
+from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries,
+                               round_half_up)
 
 LEVELS = ("binary", "ternary")
 TERNARY_THRESHOLD = 0.5  # nearest of {−1, 0, +1}
@@ -71,7 +71,7 @@ def rescale_filters(kernel, levels: str):
 def constrained_mask(key, shape, freezing_fraction: float) -> jax.Array:
     """1 on exactly round(FF·n) randomly chosen elements, 0 elsewhere."""
     n = math.prod(shape)
-    count = int(math.floor(freezing_fraction * n + 0.5))
+    count = round_half_up(freezing_fraction * n)
     order = jax.random.permutation(key, n)
     return jnp.zeros(n, jnp.float32).at[order].set(jnp.arange(n) < count).reshape(shape)
 
@@ -135,7 +135,7 @@ class RPR(MethodConfig):
         boundaries, values = [], []
         for begin, end in zip(starts[:-1], starts[1:]):
             begin, end = begin * steps_per_epoch, end * steps_per_epoch
-            boundaries += [begin, begin + int(math.floor(self.lr_drop_at * (end - begin) + 0.5))]
+            boundaries += [begin, begin + round_half_up(self.lr_drop_at * (end - begin))]
             values += [self.lr, 0.1 * self.lr]
         begin, end = starts[-1] * steps_per_epoch, epochs * steps_per_epoch
         boundaries += [begin, begin + (end - begin) // 3, begin + 2 * (end - begin) // 3]
