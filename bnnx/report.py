@@ -28,6 +28,7 @@ from bnnx.sweeps.runner import INDEX_FILE, SPEC_FILE
 from bnnx.sweeps.spec import AxisValue, Metric, SweepSpec
 
 MISSING, NOT_RECORDED, EXCLUDED = "missing", "not recorded", "—"
+NOT_REACHED = "target not reached"  # a speedup whose run never reached the reference's target
 
 
 @dataclasses.dataclass
@@ -38,6 +39,12 @@ class CellStats:
     planned: int  # runs of the cell in the sweep
     done: int  # of which completed
     problems: Counter  # runs that are not completed, by status
+    no_value: str = NOT_RECORDED  # what a completed run without a value means
+
+    @property
+    def valueless(self) -> int:
+        """Completed runs without a value (left out of mean and std)."""
+        return self.done - self.n
 
     @property
     def n(self) -> int:
@@ -84,8 +91,12 @@ def collect(sweep_dir: Path | str) -> SweepResults:
         for metric in spec.metrics:
             values = [_value(spec, metric, cell, s, runs, status) for s in done]
             stats[cell, metric.name] = CellStats([v * metric.scale for v in values if v is not None], len(seeds),
-                                                 len(done), problems)
+                                                 len(done), problems, _no_value(metric))
     return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves)
+
+
+def _no_value(metric: Metric) -> str:
+    return NOT_REACHED if metric.source == "speedup" else NOT_RECORDED
 
 
 def _value(spec: SweepSpec, metric: Metric, cell: str, seed: int, runs: dict, status: dict) -> float | None:
@@ -129,9 +140,11 @@ def _ours(stats: CellStats | None, digits: int) -> str:
         return "not run"
     if not stats.n:
         if stats.done:
-            return NOT_RECORDED
+            return f"{stats.no_value} ({stats.done})"
         return MISSING + (f" ({', '.join(f'{n} {s}' for s, n in sorted(stats.problems.items()))})" if stats.problems else "")
     count = f"{stats.n}" if stats.n == stats.planned else f"{stats.n}/{stats.planned}"
+    if stats.valueless:
+        count += f"; {stats.valueless} {stats.no_value}"
     spread = f" ± {_fmt(stats.std, digits)}" if stats.std is not None else ""
     return f"{_fmt(stats.mean, digits)}{spread} ({count})"
 

@@ -95,6 +95,17 @@ def test_partial_and_missing_cells_are_marked(tmp_path):
     assert csv_rows(write_report(root)[0].sweep_dir / "report.csv")["Bop"]["Data A · top-1 n"] == "0"
 
 
+def test_a_speedup_whose_run_never_reaches_the_target_is_marked_not_averaged(tmp_path):
+    runs = {**RUNS, "ppt/a": {0: RUNS["ppt/a"][0], 1: ("completed", [0.5, 0.6, 0.7, 0.75], [0.1, 0.04])}}
+    header, rows, _, _ = build_table(collect(fake_sweep(tmp_path / "sweep", runs=runs)))
+    ppt = dict(zip(header, next(row for row in rows if row[0] == "PPT")))
+    assert ppt["Data A · speedup: ours"] == "1.33 (1/2; 1 target not reached)"  # seed 0 only: 4/3
+    assert ppt["Data A · top-1: ours"] == "82.5 ± 10.6 (2)"
+    slow = {**RUNS, "ppt/a": {seed: ("completed", [0.5, 0.6], [0.1]) for seed in (0, 1)}}
+    header, rows, _, _ = build_table(collect(fake_sweep(tmp_path / "slow", runs=slow)))
+    assert dict(zip(header, rows[1]))["Data A · speedup: ours"] == "target not reached (2)"
+
+
 def test_report_md_begins_with_command_date_machine_and_preset(tmp_path):
     root = fake_sweep(tmp_path / "sweep")
     write_report(root, command="bnnx report sweep")
@@ -129,7 +140,7 @@ def test_rpr_layout_is_table_1(tmp_path):
                                                  ("ResNet-18", "2: {-1, 1}")]
     assert [r[0] for r in rows[3::3]] == ["ResNet-50", "GoogLeNet"]
     binary = rows[2]
-    assert binary[2:5] == ["64.62 (1)", "64.62", "+0.00"] and binary[5] == "not recorded"
+    assert binary[2:5] == ["64.62 (1)", "64.62", "+0.00"] and binary[5] == "not recorded (1)"
 
 
 def test_a_folder_without_finished_runs_is_an_error(tmp_path):
