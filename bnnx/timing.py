@@ -2,9 +2,10 @@
 (the measure of partial pre-training, Renda & Fromm).
 
 Definitions, for one run with per-epoch test accuracies a_1..a_E (metrics.jsonl
-`test_accuracy`) and per-epoch wall seconds s_1..s_E (`epoch_time_s`: training plus that
-epoch's evaluation; the first epoch includes compilation; set-up before the first epoch,
-e.g. ILB's sensitivity runs, is not counted):
+`test_accuracy`) and per-epoch wall seconds s_1..s_E (`epoch_time_s` − `compile_time_s`:
+training plus that epoch's evaluation, without JAX's one-off tracing and compilation, see
+bnnx/train/compile_clock.py; set-up before the first epoch, e.g. ILB's sensitivity runs, is
+not counted):
 
 - epochs to target:  e*(target) = min{e : a_e ≥ target}, a 1-based count of epochs trained
   (PPT's full-precision epochs count); None if the run never reaches the target;
@@ -14,7 +15,8 @@ e.g. ILB's sensitivity runs, is not counted):
 - speedup: scratch's epochs (seconds) to target ÷ the other run's epochs (seconds) to target,
   with the target taken from the scratch run of the same seed.
 
-`speedup(scratch_dir, ppt_dir)` computes one seed's figures; `speedup_stats(pairs)` their
+A run's summary.json records its own figures (`time_to_plateau`: its plateau, target, epochs
+and seconds to target). `speedup(scratch_dir, ppt_dir)` computes one seed's speedups; `speedup_stats(pairs)` their
 mean, standard deviation and range over seeds.
 """
 
@@ -54,13 +56,28 @@ def seconds_to_target(curve: Sequence[float], epoch_seconds: Sequence[float], ta
     return None if epochs is None else float(sum(epoch_seconds[:epochs]))
 
 
+def curve_from_rows(rows: Sequence[dict]) -> Curve:
+    """The curve of metrics.jsonl rows; compilation is left out of the seconds."""
+    rows = sorted(rows, key=lambda row: row["epoch"])
+    seconds = tuple(float(r["epoch_time_s"]) - float(r.get("compile_time_s", 0.0)) for r in rows)
+    return Curve(tuple(float(r["test_accuracy"]) for r in rows), seconds)
+
+
 def load_curve(run_dir: str | Path) -> Curve:
     """A run's curve from its metrics.jsonl."""
     rows = read_jsonl(Path(run_dir) / "metrics.jsonl")
     if not rows:
         raise CheckpointError(f"{run_dir} has no metrics.jsonl rows: not a trained bnnx run")
-    rows = sorted(rows, key=lambda row: row["epoch"])
-    return Curve(tuple(float(r["test_accuracy"]) for r in rows), tuple(float(r["epoch_time_s"]) for r in rows))
+    return curve_from_rows(rows)
+
+
+def time_to_plateau(curve: Curve, margin: float = DEFAULT_MARGIN) -> dict:
+    """A run's own plateau (best accuracy), target (plateau − margin) and epochs and seconds to
+    that target: for a from-scratch BNN, the reference figures of every speedup against it."""
+    target = curve.plateau - margin
+    return {"plateau": curve.plateau, "target": target, "margin": margin,
+            "epochs": epochs_to_target(curve.accuracy, target),
+            "seconds": seconds_to_target(curve.accuracy, curve.seconds, target)}
 
 
 def _ratio(numerator, denominator) -> float | None:

@@ -170,10 +170,11 @@ def test_epochs_and_seconds_to_target_on_a_hand_made_curve():
     assert seconds_to_target(curve, seconds, 0.90) is None
 
 
-def fake_run(folder, accuracies, seconds, seed=0):
+def fake_run(folder, accuracies, seconds, seed=0, compile_s=None):
     folder.mkdir()
-    write_jsonl(folder / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": s}
-                                           for e, (a, s) in enumerate(zip(accuracies, seconds))])
+    compile_s = compile_s or [0.0] * len(seconds)
+    write_jsonl(folder / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": s, "compile_time_s": c}
+                                           for e, (a, s, c) in enumerate(zip(accuracies, seconds, compile_s))])
     write_json(folder / "summary.json", {"seed": seed, "test_accuracy_curve": accuracies})
     return folder
 
@@ -208,4 +209,29 @@ def test_speedup_of_real_runs(runs):
     """PPT with fp_fraction 0 is STE: the same epochs to any target."""
     result = speedup(runs["dirs"]["ste"], runs["dirs"]["ppt0"])
     assert result["epoch_speedup"] == 1.0 and result["epochs"] == result["scratch_epochs"]
-    assert result["seconds"] == pytest.approx(runs["ppt0"][0]["epoch_time_s"])
+    row = runs["ppt0"][0]
+    assert result["seconds"] == pytest.approx(row["epoch_time_s"] - row["compile_time_s"])
+
+
+def test_runs_record_compilation_apart_and_their_own_time_to_plateau(runs):
+    from bnnx.io import read_json
+
+    rows = runs["fp"]
+    assert rows[0]["compile_time_s"] > 0  # the first epoch traces and compiles the steps
+    assert all(0 <= r["compile_time_s"] <= r["epoch_time_s"] for r in rows)
+    assert rows[1]["compile_time_s"] < 0.1 * rows[0]["compile_time_s"]  # nothing new to compile
+    summary = read_json(runs["dirs"]["fp"] / "summary.json")
+    assert summary["compile_time_s"] == pytest.approx(sum(r["compile_time_s"] for r in rows))
+    own = summary["time_to_plateau"]
+    best = max(r["test_accuracy"] for r in rows)
+    first = next(i for i, r in enumerate(rows) if r["test_accuracy"] >= best - 0.005)
+    assert (own["plateau"], own["epochs"]) == (best, first + 1)
+    assert own["seconds"] == pytest.approx(sum(r["epoch_time_s"] - r["compile_time_s"] for r in rows[:first + 1]))
+
+
+def test_seconds_to_target_leave_compilation_out(tmp_path):
+    scratch = fake_run(tmp_path / "scratch", [0.5, 0.9], [5.0, 1.0], compile_s=[4.0, 0.0])
+    ppt = fake_run(tmp_path / "ppt", [0.9, 0.9], [9.0, 1.0], compile_s=[8.5, 0.0])
+    result = speedup(scratch, ppt)
+    assert (result["scratch_seconds"], result["seconds"]) == (2.0, 0.5)
+    assert result["time_speedup"] == 4.0

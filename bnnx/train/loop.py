@@ -25,9 +25,11 @@ from bnnx.errors import ConfigError
 from bnnx.io import read_jsonl, write_json, write_jsonl, write_text
 from bnnx.methods.base import scheduled_values
 from bnnx.train.checkpoint import Checkpoints
+from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.progress import Progress
 from bnnx.train.provenance import versions
+from bnnx.timing import curve_from_rows, time_to_plateau
 
 EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
 RESULT_FILES = ("summary.json", "metrics.jsonl", "checkpoints")
@@ -160,7 +162,7 @@ class Trainer:
         if start == 0:
             state = self.exp.recipe.on_epoch(state, epoch)
         sums = {k: jnp.asarray(v, jnp.float32) for k, v in position["sums"].items()}
-        began = time.time()
+        began, compiled = time.time(), compile_seconds()
         bar.start_epoch(epoch, start)
         batches = self.exp.dataset.train_batches(epoch, self.config.batch_size, self.config.seed, start)
         for index, batch in enumerate(batches, start=start):
@@ -184,6 +186,7 @@ class Trainer:
         for observer in self.observers:
             row.update(observer.epoch_end(state, epoch))
         row["epoch_time_s"] = time.time() - began
+        row["compile_time_s"] = min(compile_seconds() - compiled, row["epoch_time_s"])
         rows.append(row)
         write_jsonl(self.run_dir / "metrics.jsonl", rows)
         bar.end_epoch(row)
@@ -203,6 +206,8 @@ class Trainer:
             "wall_time_s": position["wall_time_s"],
             "train_time_s": sum(r["epoch_time_s"] for r in rows),
             "test_accuracy_curve": accuracies,
+            "compile_time_s": sum(r.get("compile_time_s", 0.0) for r in rows),
+            "time_to_plateau": time_to_plateau(curve_from_rows(rows)) if rows else None,
             "seed": self.config.seed,
             "method": self.config.method.name,
             "model": self.config.model.name,
