@@ -7,22 +7,26 @@ training plus that epoch's evaluation, without JAX's one-off tracing and compila
 bnnx/train/compile_clock.py; set-up before the first epoch, e.g. ILB's sensitivity runs, is
 not counted):
 
-- epochs to target:  e*(target) = min{e : a_e ≥ target}, a 1-based count of epochs trained
-  (PPT's full-precision epochs count); None if the run never reaches the target;
+- epochs to target:  e*(target) = min{e : a_e ≥ target and epoch e evaluated the binarized
+  network}, a 1-based count of epochs trained: PPT's full-precision epochs count in the time but
+  cannot reach the target (their accuracy is the FP twin's; metrics.jsonl `binary` < 1 marks
+  them, a run without that key is binary throughout); None if the run never reaches it;
 - seconds to target: s_1 + … + s_{e*};
-- plateau of a from-scratch BNN: its best accuracy over the full budget, max_e a_e;
+- plateau of a from-scratch BNN: its best accuracy over the full budget, max_e a_e (binarized
+  epochs only);
 - target: plateau − margin (margin 0.005 = 0.5 points by default);
 - speedup: scratch's epochs (seconds) to target ÷ the other run's epochs (seconds) to target,
   with the target taken from the scratch run of the same seed.
 
 A run's summary.json records its own figures (`time_to_plateau`: its plateau, target, epochs
-and seconds to target). `speedup(scratch_dir, ppt_dir)` computes one seed's speedups; `speedup_stats(pairs)` their
-mean, standard deviation and range over seeds.
+and seconds to target). `speedup(scratch_dir, ppt_dir)` computes one seed's speedups;
+`speedup_stats(pairs)` their mean, standard deviation and range over seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from pathlib import Path
 from typing import Sequence
@@ -39,10 +43,18 @@ class Curve:
 
     accuracy: tuple[float, ...]
     seconds: tuple[float, ...]
+    binarized: tuple[bool, ...] | None = None  # per epoch; None: every epoch
+
+    @property
+    def bnn_accuracy(self) -> tuple[float, ...]:
+        """The accuracies that count towards a target: -inf where the network was not binarized."""
+        if self.binarized is None:
+            return self.accuracy
+        return tuple(a if b else -math.inf for a, b in zip(self.accuracy, self.binarized))
 
     @property
     def plateau(self) -> float:
-        return max(self.accuracy)
+        return max(self.bnn_accuracy)
 
 
 def epochs_to_target(curve: Sequence[float], target: float) -> int | None:
@@ -60,7 +72,8 @@ def curve_from_rows(rows: Sequence[dict]) -> Curve:
     """The curve of metrics.jsonl rows; compilation is left out of the seconds."""
     rows = sorted(rows, key=lambda row: row["epoch"])
     seconds = tuple(float(r["epoch_time_s"]) - float(r.get("compile_time_s", 0.0)) for r in rows)
-    return Curve(tuple(float(r["test_accuracy"]) for r in rows), seconds)
+    binarized = tuple(float(r.get("binary", 1.0)) >= 1.0 for r in rows)
+    return Curve(tuple(float(r["test_accuracy"]) for r in rows), seconds, binarized)
 
 
 def load_curve(run_dir: str | Path) -> Curve:
@@ -71,13 +84,18 @@ def load_curve(run_dir: str | Path) -> Curve:
     return curve_from_rows(rows)
 
 
+def _to_target(curve: Curve, target: float) -> tuple[int | None, float | None]:
+    return epochs_to_target(curve.bnn_accuracy, target), seconds_to_target(curve.bnn_accuracy, curve.seconds, target)
+
+
 def time_to_plateau(curve: Curve, margin: float = DEFAULT_MARGIN) -> dict:
     """A run's own plateau (best accuracy), target (plateau − margin) and epochs and seconds to
     that target: for a from-scratch BNN, the reference figures of every speedup against it."""
+    if not math.isfinite(curve.plateau):  # no binarized epoch yet
+        return {"plateau": None, "target": None, "margin": margin, "epochs": None, "seconds": None}
     target = curve.plateau - margin
-    return {"plateau": curve.plateau, "target": target, "margin": margin,
-            "epochs": epochs_to_target(curve.accuracy, target),
-            "seconds": seconds_to_target(curve.accuracy, curve.seconds, target)}
+    epochs, seconds = _to_target(curve, target)
+    return {"plateau": curve.plateau, "target": target, "margin": margin, "epochs": epochs, "seconds": seconds}
 
 
 def _ratio(numerator, denominator) -> float | None:
@@ -87,9 +105,7 @@ def _ratio(numerator, denominator) -> float | None:
 def compare(scratch: Curve, other: Curve, margin: float = DEFAULT_MARGIN) -> dict:
     """Epochs and seconds each run needs to reach the scratch plateau − margin, and the speedups."""
     target = scratch.plateau - margin
-    scratch_epochs, other_epochs = epochs_to_target(scratch.accuracy, target), epochs_to_target(other.accuracy, target)
-    scratch_s = seconds_to_target(scratch.accuracy, scratch.seconds, target)
-    other_s = seconds_to_target(other.accuracy, other.seconds, target)
+    (scratch_epochs, scratch_s), (other_epochs, other_s) = _to_target(scratch, target), _to_target(other, target)
     return {"plateau": scratch.plateau, "target": target,
             "scratch_epochs": scratch_epochs, "epochs": other_epochs, "epoch_speedup": _ratio(scratch_epochs, other_epochs),
             "scratch_seconds": scratch_s, "seconds": other_s, "time_speedup": _ratio(scratch_s, other_s)}

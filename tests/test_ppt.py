@@ -170,11 +170,14 @@ def test_epochs_and_seconds_to_target_on_a_hand_made_curve():
     assert seconds_to_target(curve, seconds, 0.90) is None
 
 
-def fake_run(folder, accuracies, seconds, seed=0, compile_s=None):
+def fake_run(folder, accuracies, seconds, seed=0, compile_s=None, binary=None):
     folder.mkdir()
     compile_s = compile_s or [0.0] * len(seconds)
-    write_jsonl(folder / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": s, "compile_time_s": c}
-                                           for e, (a, s, c) in enumerate(zip(accuracies, seconds, compile_s))])
+    rows = [{"epoch": e, "test_accuracy": a, "epoch_time_s": s, "compile_time_s": c}
+            for e, (a, s, c) in enumerate(zip(accuracies, seconds, compile_s))]
+    for row, fraction in zip(rows, binary or []):
+        row["binary"] = fraction
+    write_jsonl(folder / "metrics.jsonl", rows)
     write_json(folder / "summary.json", {"seed": seed, "test_accuracy_curve": accuracies})
     return folder
 
@@ -227,6 +230,18 @@ def test_runs_record_compilation_apart_and_their_own_time_to_plateau(runs):
     first = next(i for i, r in enumerate(rows) if r["test_accuracy"] >= best - 0.005)
     assert (own["plateau"], own["epochs"]) == (best, first + 1)
     assert own["seconds"] == pytest.approx(sum(r["epoch_time_s"] - r["compile_time_s"] for r in rows[:first + 1]))
+
+
+def test_full_precision_epochs_count_in_the_time_but_cannot_reach_the_target(tmp_path):
+    scratch = fake_run(tmp_path / "scratch", [0.5, 0.7, 0.8, 0.9, 0.9, 0.9], [1.0] * 6)
+    # PPT: two FP epochs already above the BNN's target, then the converted network
+    ppt = fake_run(tmp_path / "ppt", [0.88, 0.92, 0.80, 0.897, 0.91, 0.9], [1.0] * 6, binary=[0, 0, 1, 1, 1, 1])
+    result = speedup(scratch, ppt)  # target 0.895: scratch at epoch 4, PPT's BNN at epoch 4 (not 2)
+    assert (result["scratch_epochs"], result["epochs"], result["epoch_speedup"]) == (4, 4, 1.0)
+    from bnnx.timing import load_curve, time_to_plateau
+
+    own = time_to_plateau(load_curve(ppt))  # its own plateau is the BNN's best, 0.91, not the FP 0.92
+    assert (own["plateau"], own["epochs"], own["seconds"]) == (0.91, 5, 5.0)
 
 
 def test_seconds_to_target_leave_compilation_out(tmp_path):
