@@ -136,6 +136,22 @@ def precision_of(record: LayerRecord, config: ModelConfig) -> str:
     return "ternary" if config.policy().kernel_quantizer.levels == 3 else "binary"
 
 
+def run_precision(records: list[LayerRecord], config: ModelConfig, params, quant) -> dict[str, int]:
+    """A trained state's parameters by the precision its forward pass gives them: the weights of
+    a binary-bound kernel count as binary (ternary) where its precision mask is on and as real
+    where it is off (PPT's FP phase, ILB's layers not yet binarized, RPR's relaxed weights)."""
+    masks = flat(quant)
+    counts = {"params": sum(math.prod(jnp.shape(leaf)) for leaf in flat(params).values()),
+              "binary_params": 0, "ternary_params": 0}
+    for record in records:
+        precision = precision_of(record, config)
+        if precision != "real":
+            mask = jnp.broadcast_to(masks.get((*record.path, "kernel_mask"), 1.0), record.kernel_shape)
+            counts[f"{precision}_params"] += int(jnp.sum(mask > 0))
+    counts["real_params"] = counts["params"] - counts["binary_params"] - counts["ternary_params"]
+    return counts
+
+
 def layer_summary(record: LayerRecord, config: ModelConfig) -> LayerSummary:
     precision = precision_of(record, config)
     params = math.prod(record.kernel_shape)

@@ -181,6 +181,9 @@ def test_ilb_trains_through_the_cli_and_reports_binary_layers(run_cli, tmp_path)
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [row["binary_layers"] for row in rows] == [[], ["QuantDense_1"], ["QuantDense_0", "QuantDense_1"]]
     assert [row["num_binary_layers"] for row in rows] == [0, 1, 2]
+    # fully binary at the end: both kernels (64·32 + 32·10) binary; BN and the output bias real
+    counts = read_json(tmp_path / "run" / "summary.json")["parameters"]
+    assert counts == {"params": 2452, "binary_params": 2368, "ternary_params": 0, "real_params": 84}
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -250,3 +250,24 @@ def test_seconds_to_target_leave_compilation_out(tmp_path):
     result = speedup(scratch, ppt)
     assert (result["scratch_seconds"], result["seconds"]) == (2.0, 0.5)
     assert result["time_speedup"] == 4.0
+
+
+def test_parameter_counts_follow_the_precision_masks(ppt):
+    """summary.json's `parameters`: binary where the mask is on, real where it is off."""
+    from bnnx.layers import unflat
+    from bnnx.summary import run_precision
+
+    experiment, fp_state = ppt["experiment"], ppt["fp_state"]
+    count = lambda state: run_precision(experiment.layers, experiment.config.trained_model,  # noqa: E731
+                                        state.params, state.quant)
+    bound = [r for r in experiment.layers if r.binary]
+    fp = count(fp_state)
+    assert fp["binary_params"] == 0 and fp["real_params"] == fp["params"]
+    converted = experiment.recipe.on_epoch(fp_state, 2)
+    assert count(converted)["binary_params"] == sum(math.prod(r.kernel_shape) for r in bound) > 0
+    quant = dict(flat(converted.quant))  # per-weight masks (RPR): only the weights whose mask is on
+    first = bound[0]
+    quant[(*first.path, "kernel_mask")] = jnp.zeros(first.kernel_shape).at[0, :3].set(1.0)
+    partial = count(converted.replace(quant=unflat(quant)))
+    assert partial["binary_params"] == 3 + sum(math.prod(r.kernel_shape) for r in bound[1:])
+    assert partial["params"] == fp["params"] == partial["binary_params"] + partial["real_params"]

@@ -28,6 +28,7 @@ from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.progress import Progress
+from bnnx.summary import run_precision
 from bnnx.train.provenance import versions
 from bnnx.timing import curve_from_rows, time_to_plateau
 
@@ -142,7 +143,7 @@ class Trainer:
         finally:
             self.checkpoints.close()
         position["wall_time_s"] = position.get("wall_time_s", 0.0) + time.time() - started
-        summary = self._summary(status, rows, position)
+        summary = self._summary(status, rows, position, state)
         write_json(self.run_dir / "summary.json", summary)
         for observer in self.observers:
             observer.finish(self.run_dir)
@@ -195,7 +196,7 @@ class Trainer:
             self.checkpoints.save(state, position)
         return state, position, "completed"
 
-    def _summary(self, status: str, rows: list[dict], position: dict) -> dict:
+    def _summary(self, status: str, rows: list[dict], position: dict, state) -> dict:
         accuracies = [r["test_accuracy"] for r in rows]
         return {
             "status": status,
@@ -208,6 +209,7 @@ class Trainer:
             "test_accuracy_curve": accuracies,
             "compile_time_s": sum(r.get("compile_time_s", 0.0) for r in rows),
             "time_to_plateau": time_to_plateau(curve_from_rows(rows)) if rows else None,
+            "parameters": run_precision(self.exp.layers, self.config.trained_model, state.params, state.quant),
             "seed": self.config.seed,
             "method": self.config.method.name,
             "model": self.config.model.name,
