@@ -80,9 +80,13 @@ def test_metrics_log_the_precision_state(ppt, runs):
 
 
 def test_fp_epochs_are_the_fp_twin_exactly(ppt, runs):
+    # Same forward and same updates, but through two differently fused XLA graphs (the FP twin's,
+    # and the masked one with where(mask, q(w), w)), whose float32 rounding Adam amplifies: on one
+    # CPU the test loss differs by 1.7e-5 relative after an epoch. A binarized forward is off by >10 %.
     for ppt_row, fp_row in zip(ppt["rows"][:2], runs["fp"]):
-        for key in ("test_loss", "test_accuracy", "lr"):
-            assert ppt_row[key] == pytest.approx(fp_row[key], rel=1e-5, abs=1e-7), key
+        assert ppt_row["lr"] == fp_row["lr"]
+        assert ppt_row["test_loss"] == pytest.approx(fp_row["test_loss"], rel=1e-4)
+        assert ppt_row["test_accuracy"] == pytest.approx(fp_row["test_accuracy"], abs=1.01 / 450)  # one example
 
 
 def test_fp_fraction_zero_is_the_inner_method(runs):
