@@ -179,22 +179,22 @@ def unpack(path: Path | str) -> Exported:
 
 def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tuple[Path, dict]:
     """Export the latest checkpoint of the run in `run_dir`, trained with `config` (a TrainConfig).
+    Needs only the checkpoint: the data set's shapes are known by name, its examples are not read.
     Returns the written path (default `<run_dir>/export.npz`) and the manifest."""
     from bnnx.config import config_to_dict
-    from bnnx.train.checkpoint import Checkpoints
-    from bnnx.train.experiment import build_experiment
+    from bnnx.data import shape_only
+    from bnnx.layers import record_layers
+    from bnnx.train.experiment import example_input
+    from bnnx.train.services import restore_state
 
     run_dir = Path(run_dir)
-    experiment = build_experiment(dataclasses.replace(config, out_dir=None, resume=False))
-    checkpoints = Checkpoints(run_dir)
-    try:
-        state, _ = checkpoints.restore(experiment.state)
-    finally:
-        checkpoints.close()
+    dataset = shape_only(config.dataset)
+    state, config, model = restore_state(run_dir, dataset, config)
+    layers = record_layers(model, example_input(dataset))
     variables = jax.device_get(state.variables())
     info = {"model": config_to_dict(dataclasses.replace(config, model=config.trained_model))["model"],
-            "dataset": config.dataset.name, "num_classes": experiment.dataset.num_classes,
-            "input_shape": list(experiment.dataset.input_shape), "step": int(state.step),
-            "binary_inputs": [r.name for r in experiment.layers if r.binary_inputs]}
+            "dataset": config.dataset.name, "num_classes": dataset.num_classes,
+            "input_shape": list(dataset.input_shape), "step": int(state.step),
+            "binary_inputs": [r.name for r in layers if r.binary_inputs]}
     path = Path(out) if out is not None else run_dir / "export.npz"
-    return path, write_export(path, tensor_entries(variables, experiment.model.policy), info)
+    return path, write_export(path, tensor_entries(variables, model.policy), info)

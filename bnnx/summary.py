@@ -22,31 +22,13 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bnnx.errors import unknown_choice
+from bnnx.data import dataset_shape
 from bnnx.layers import LayerRecord, flat, record_layers
 from bnnx.models import ModelConfig, build_model
 
 FLOAT_BITS = 32
 TERNARY_BITS = 2  # two bit-planes; log2(3) ≈ 1.585 is the entropy bound
 BITS = {"binary": 1, "ternary": TERNARY_BITS, "real": FLOAT_BITS}
-
-# data set -> (input shape without batch axis, classes); ImageNet's side is the configured crop
-DATASET_SHAPES = {
-    "digits": ((8, 8, 1), 10),
-    "mnist": ((28, 28, 1), 10),
-    "fashion_mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-    "cifar100": ((32, 32, 3), 100),
-    "imagenet2012": ((None, None, 3), 1000),
-}
-
-
-def dataset_shape(name: str, image_size: int = 224) -> tuple[tuple[int, ...], int]:
-    if name not in DATASET_SHAPES:
-        raise unknown_choice("dataset", name, DATASET_SHAPES)
-    shape, classes = DATASET_SHAPES[name]
-    return tuple(image_size if side is None else side for side in shape), classes
-
 
 @dataclasses.dataclass(frozen=True)
 class LayerSummary:

@@ -131,3 +131,25 @@ def test_export_without_checkpoint_is_one_line(compose, run_cli, tmp_path):
     write_text(tmp_path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config_to_dict(config))))
     code, text = run_cli("export", str(tmp_path))
     assert code == 2 and "no checkpoint" in text
+
+
+def test_export_needs_only_the_checkpoint_not_the_data_set(compose, run_cli, tmp_path):
+    from bnnx.data.base import ArrayDataset
+    from bnnx.train.loop import train
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (96, 28, 28, 1)).astype(np.uint8)
+    labels = (images[:, :14].mean(axis=(1, 2, 3)) > images[:, 14:].mean(axis=(1, 2, 3))).astype(np.int32)
+    data = ArrayDataset("mnist", images[:64], labels[:64], images[64:], labels[64:], 10)
+    run_dir = tmp_path / "run"
+    config = compose("dataset=mnist", f"dataset.data_dir={tmp_path / 'not_prepared'}", "model.hidden=[16]",
+                     "epochs=1", "batch_size=32", f"out_dir={run_dir}")
+    result = train(config, dataset=data)
+
+    code, text = run_cli("export", str(run_dir))  # MNIST is not prepared anywhere here
+    assert code == 0, text
+    exported = unpack(run_dir / "export.npz")
+    assert exported.manifest["input_shape"] == [28, 28, 1] and exported.manifest["num_classes"] == 10
+    logits = exported.model().apply(exported.variables(), data.normalize(data.test_images))
+    accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == data.test_labels))
+    assert accuracy == result.summary["test_accuracy"]

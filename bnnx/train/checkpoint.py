@@ -96,12 +96,3 @@ def _check_same_structure(target, restored) -> None:
         if np.shape(a) != np.shape(b):
             raise CheckpointError(f"checkpoint does not match this model/method (shape {np.shape(b)} vs {np.shape(a)})")
 
-
-def load_variables(run_dir: Path, template_state) -> dict:
-    """Params, batch stats and quant of a finished run's latest checkpoint (for teachers, RPR's FP start)."""
-    checkpoints = Checkpoints(run_dir)
-    try:
-        state, _ = checkpoints.restore(template_state)
-    finally:
-        checkpoints.close()
-    return {"params": state.params, "batch_stats": state.batch_stats, "quant": state.quant}

@@ -23,8 +23,9 @@ def read_run_config(run_dir: str | Path):
     return config_from_dict(OmegaConf.to_container(OmegaConf.load(config_file), resolve=True))
 
 
-def restore_run(run_dir: str | Path, dataset, config=None):
-    """(variables, config, model) of a finished run, its model built for `dataset`.
+def restore_state(run_dir: str | Path, dataset, config=None):
+    """(train state, config, model) of a run's latest checkpoint, its model built for `dataset`
+    (the loaded set, or `bnnx.data.shape_only` of it: only shapes are needed).
 
     The checkpoint's structure comes from the run's own config (its method builds the state, with
     the run's dir so what the method saved there, e.g. ILB's sensitivity.json, is reused),
@@ -34,17 +35,27 @@ def restore_run(run_dir: str | Path, dataset, config=None):
 
     from bnnx.config import DistillConfig
     from bnnx.models import build_model
-    from bnnx.train.checkpoint import Checkpoints, load_variables
+    from bnnx.train.checkpoint import Checkpoints
     from bnnx.train.experiment import build_experiment
 
     run_dir = Path(run_dir)
     config = config if config is not None else read_run_config(run_dir)
-    if not Checkpoints(run_dir).exists():
+    checkpoints = Checkpoints(run_dir)
+    if not checkpoints.exists():
         raise CheckpointError(f"run {run_dir} has no checkpoint")
     template = dataclasses.replace(config, out_dir=None, resume=False, distill=DistillConfig())
     shapes = jax.eval_shape(lambda: build_experiment(template, run_dir=run_dir, dataset=dataset).state)
-    state = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes)
-    return load_variables(run_dir, state), config, build_model(config.trained_model, dataset.num_classes)
+    try:
+        state, _ = checkpoints.restore(jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), shapes))
+    finally:
+        checkpoints.close()
+    return state, config, build_model(config.trained_model, dataset.num_classes)
+
+
+def restore_run(run_dir: str | Path, dataset, config=None):
+    """(variables, config, model) of a finished run: `restore_state` without the optimizer."""
+    state, config, model = restore_state(run_dir, dataset, config)
+    return {"params": state.params, "batch_stats": state.batch_stats, "quant": state.quant}, config, model
 
 
 @dataclasses.dataclass
