@@ -149,6 +149,12 @@ def _ours(stats: CellStats | None, digits: int) -> str:
     return f"{_fmt(stats.mean, digits)}{spread} ({count})"
 
 
+def _is_analog(values, preset: str) -> bool:
+    """A cell whose preset renames one of its axis values runs a small analog of the paper's
+    setting (e.g. Fashion-MNIST for CIFAR-10): its numbers are not comparable with the paper's."""
+    return any(value.label(preset) != value.name for _, value in values)
+
+
 def _diff(stats: CellStats | None, paper_mean: float | None, digits: int) -> tuple[str, float | None]:
     if stats is None or stats.mean is None or paper_mean is None:
         return "", None
@@ -187,7 +193,8 @@ def build_table(results: SweepResults) -> tuple[list[str], list[list[str]], list
                 continue
             stats = results.stats.get((key, metric.name))
             paper_text, paper_mean, _ = _paper(spec.paper.get(key, {}).get(metric.name), metric.digits)
-            diff_text, diff = _diff(stats, paper_mean, metric.digits)
+            comparable = not _is_analog(row + column, preset)
+            diff_text, diff = _diff(stats, paper_mean if comparable else None, metric.digits)
             md_row += [_ours(stats, metric.digits), paper_text, diff_text]
             csv_row += [_csv_number(stats.mean if stats else None), _csv_number(stats.std if stats else None),
                         stats.n if stats else 0, paper_text, _csv_number(diff)]
@@ -227,7 +234,8 @@ def _header(results: SweepResults, command: str) -> str:
 
 def _footer(spec: SweepSpec) -> str:
     text = ("Each cell: mean ± sample std over seeds (n completed runs; n/N when some are not done), "
-            "the paper's number and Δ = ours − paper. `—`: no such cell in the paper. ")
+            "the paper's number and Δ = ours − paper, left blank where the preset runs a small analog "
+            "in place of the paper's setting (a renamed row or column). `—`: no such cell in the paper. ")
     return text + (f"\n\n{spec.notes}" if spec.notes else "")
 
 

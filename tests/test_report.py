@@ -85,6 +85,18 @@ def test_report_numbers_equal_mean_and_std_by_hand(tmp_path):
     assert "| PPT | 86.5 ± 4.9 (2) | 88 | −1.5 | 1.67 ± 0.47 (2) | 1.26-1.61 |" in table
 
 
+def test_no_difference_against_the_paper_where_the_preset_runs_an_analog(tmp_path):
+    spec = yaml.safe_load(yaml.safe_dump(FAKE))
+    spec["axes"][1]["values"][0]["presets"] = {"cpu": {"name": "Small A (for Data A)"}}
+    root = fake_sweep(tmp_path / "sweep", spec=spec)
+    _, table = write_report(root)
+    rows = csv_rows(root / "report.csv")
+    assert rows["Scratch"]["Small A (for Data A) · top-1 paper"] == "90.0 ± 0.5"  # shown beside, not compared
+    assert rows["Scratch"]["Small A (for Data A) · top-1 diff"] == ""
+    assert "| PPT | 86.5 ± 4.9 (2) | 88 |  |" in table
+    assert "left blank where the preset runs a small analog" in (root / "report.md").read_text()
+
+
 def test_partial_and_missing_cells_are_marked(tmp_path):
     root = fake_sweep(tmp_path / "sweep")
     results = collect(root)
