@@ -55,7 +55,7 @@ def restore_state(run_dir: str | Path, dataset, config=None):
 def restore_run(run_dir: str | Path, dataset, config=None):
     """(variables, config, model) of a finished run: `restore_state` without the optimizer."""
     state, config, model = restore_state(run_dir, dataset, config)
-    return {"params": state.params, "batch_stats": state.batch_stats, "quant": state.quant}, config, model
+    return state.variables(), config, model
 
 
 @dataclasses.dataclass
