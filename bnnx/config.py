@@ -8,6 +8,7 @@ from bnnx.data import DatasetConfig
 from bnnx.errors import ConfigError, check
 from bnnx.methods.base import MethodConfig
 from bnnx.models import ModelConfig
+from bnnx.schema import setting, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,17 +16,19 @@ class DistillConfig:
     """Knowledge distillation: α·CE + (1 − α)·T²·KL(softmax(t/T) ‖ softmax(s/T))."""
 
     teacher: str | None = None  # run dir of a finished full-precision run
-    alpha: float = 0.5
-    temperature: float = 4.0
+    alpha: float = setting(0.5, ge=0, le=1)
+    temperature: float = setting(4.0, gt=0)
 
     def __post_init__(self):
-        check(0.0 <= self.alpha <= 1.0, f"distill.alpha must be in [0, 1] (got {self.alpha})")
-        check(self.temperature > 0, f"distill.temperature must be > 0 (got {self.temperature})")
+        validate(self, "distill")
 
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisConfig:
     signs: bool = False  # track sign flips of binary-bound kernels per epoch
+
+    def __post_init__(self):
+        validate(self, "analysis")
 
 
 @dataclasses.dataclass
@@ -33,21 +36,18 @@ class TrainConfig:
     method: MethodConfig
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     dataset: DatasetConfig = dataclasses.field(default_factory=DatasetConfig)
-    seed: int = 0
-    epochs: int = 40
-    batch_size: int = 64
-    eval_batch_size: int = 1000
+    seed: int = setting(0, ge=0, lt=2**32)  # NumPy's and JAX's generators take unsigned 32-bit seeds
+    epochs: int = setting(40, ge=1)
+    batch_size: int = setting(64, ge=1)
+    eval_batch_size: int = setting(1000, ge=1)
     out_dir: str | None = None
     resume: bool = False
-    checkpoint_every: int = 1  # epochs; an interrupt always checkpoints
+    checkpoint_every: int = setting(1, ge=1)  # epochs; an interrupt always checkpoints
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
 
     def __post_init__(self):
-        check(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
-        check(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
-        check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {self.eval_batch_size})")
-        check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1 (got {self.checkpoint_every})")
+        validate(self)
 
     @property
     def trained_model(self) -> ModelConfig:
@@ -61,25 +61,26 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def _build(cls, values: dict, where: str, extra_ok: bool = False):
+def _mapping(values, where: str) -> dict:
+    check(isinstance(values, dict), f"{where} must be a mapping of keys to values (got {values!r:.60})")
+    return dict(values)
+
+
+def _build(cls, values: dict, where: str):
     names = _field_names(cls)
     unknown = sorted(set(values) - set(names))
-    if unknown and not extra_ok:
+    if unknown:
         raise ConfigError(f"unknown key '{where}.{unknown[0]}'; valid keys: {', '.join(names)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) and k in _TUPLE_FIELDS else v for k, v in values.items() if k in names}
     try:
-        return cls(**kwargs)
+        return cls(**values)
     except TypeError as error:
         raise ConfigError(f"{where}: {error}") from None
-
-
-_TUPLE_FIELDS = {"real_roles", "real_paths", "stages", "initial_binary", "ranking"}
 
 
 def method_from_dict(values: dict) -> MethodConfig:
     from bnnx.methods import method_class
 
-    values = dict(values)
+    values = _mapping(values, "method")
     name = values.pop("name", None)
     check(name is not None, "method.name is missing")
     return _build(method_class(name), values, "method")
@@ -88,7 +89,7 @@ def method_from_dict(values: dict) -> MethodConfig:
 def model_from_dict(values: dict) -> ModelConfig:
     from bnnx.models import model_options
 
-    values = dict(values)
+    values = _mapping(values, "model")
     check("name" in values, "model.name is missing")
     common = {k: values.pop(k) for k in list(values) if k in _field_names(ModelConfig)}
     valid = model_options(common["name"])
@@ -100,14 +101,14 @@ def model_from_dict(values: dict) -> ModelConfig:
 
 
 def config_from_dict(values: dict) -> TrainConfig:
-    values = dict(values)
+    values = _mapping(values, "the config")
     check("method" in values, "the config has no method")
     parts = {
         "method": method_from_dict(values.pop("method")),
         "model": model_from_dict(values.pop("model", {"name": "mlp"})),
-        "dataset": _build(DatasetConfig, values.pop("dataset", {}), "dataset"),
-        "distill": _build(DistillConfig, values.pop("distill", {}) or {}, "distill"),
-        "analysis": _build(AnalysisConfig, values.pop("analysis", {}) or {}, "analysis"),
+        "dataset": _build(DatasetConfig, _mapping(values.pop("dataset", {}), "dataset"), "dataset"),
+        "distill": _build(DistillConfig, _mapping(values.pop("distill", None) or {}, "distill"), "distill"),
+        "analysis": _build(AnalysisConfig, _mapping(values.pop("analysis", None) or {}, "analysis"), "analysis"),
     }
     return _build(TrainConfig, {**values, **parts}, "config")
 

@@ -13,7 +13,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from bnnx.errors import ConfigError, unknown_choice
+from bnnx.errors import unknown_choice
+from bnnx.schema import check_values, setting, validate
 
 
 def sign(x: jax.Array) -> jax.Array:
@@ -136,8 +137,11 @@ class SignSTE:
     Forward sign(x) ∈ {−1, +1} with sign(0) = +1; backward g·1{|x| ≤ clip}.
     """
 
-    clip: float = 1.0
+    clip: float = setting(1.0, gt=0)
     levels = 2
+
+    def __post_init__(self):
+        validate(self, "quantizer.sign_ste")
 
     def __call__(self, x, beta=1.0, train=False):
         return _sign_ste(x, float(self.clip))
@@ -157,8 +161,11 @@ class ApproxSign:
 class SwishSign:
     """BNN+'s SignSwish (Darabi et al. 2018). Forward sign(x); backward g·SS_β'(x)."""
 
-    beta: float = 5.0
+    beta: float = setting(5.0, gt=0)
     levels = 2
+
+    def __post_init__(self):
+        validate(self, "quantizer.swish_sign")
 
     def __call__(self, x, beta=1.0, train=False):
         return _swish_sign(x, float(self.beta))
@@ -188,13 +195,12 @@ class Ternary:
     (RPR uses 0.5: the nearest of {−1, 0, +1} after rescaling).
     """
 
-    delta: float = 0.7
-    threshold: float | None = None
+    delta: float = setting(0.7, ge=0)
+    threshold: float | None = setting(None, ge=0)
     levels = 3
 
     def __post_init__(self):
-        if self.delta < 0 or (self.threshold is not None and self.threshold < 0):
-            raise ConfigError(f"ternary threshold must be >= 0 (got delta={self.delta}, threshold={self.threshold})")
+        validate(self, "quantizer.ternary")
 
     def __call__(self, x, beta=1.0, train=False):
         threshold = self.threshold if self.threshold is not None else ternary_threshold(x, self.delta)
@@ -215,14 +221,15 @@ def make_quantizer(name: str | None, **kwargs):
     """Build a quantizer by registry name; `None` means identity."""
     if name is None:
         return Identity()
+    args = check_quantizer_args(name, kwargs, f"quantizer.{name}")
+    return QUANTIZERS[name](**args)
+
+
+def check_quantizer_args(name: str, args: dict, prefix: str) -> dict:
+    """`args` checked against the arguments quantizer `name` declares."""
     if name not in QUANTIZERS:
         raise unknown_choice("quantizer", name, QUANTIZERS)
-    fields = {f.name for f in dataclasses.fields(QUANTIZERS[name])}
-    unknown = set(kwargs) - fields
-    if unknown:
-        valid = ", ".join(sorted(fields)) or "none"
-        raise ConfigError(f"quantizer '{name}' has no argument {sorted(unknown)[0]!r}; valid: {valid}")
-    return QUANTIZERS[name](**kwargs)
+    return check_values(QUANTIZERS[name], args, prefix)
 
 
 SCALINGS = ("none", "mean_abs", "learned")

@@ -120,7 +120,7 @@ def test_fp_twin_has_identical_structure_and_no_binary_layers():
 
 
 def test_unknown_model_option_and_role_are_config_errors():
-    with pytest.raises(ConfigError, match="no option 'widht'"):
+    with pytest.raises(ConfigError, match="unknown key 'model.widht'; valid keys: activation, hidden"):
         build_model(ModelConfig(options={"widht": 3}), 10)
     with pytest.raises(ConfigError, match="role"):
         QuantPolicy(kernel_quantizer=SignSTE(), real_roles=("firts",))

@@ -6,6 +6,7 @@ import dataclasses
 
 from bnnx.data.base import ArrayDataset
 from bnnx.errors import DataNotFoundError, unknown_choice
+from bnnx.schema import setting, validate
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 
@@ -30,11 +31,14 @@ def dataset_shape(name: str, image_size: int = 224) -> tuple[tuple[int, ...], in
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
-    name: str = "digits"
+    name: str = setting("digits", choices=DATASETS)
     data_dir: str | None = None  # None: tfds's default (TFDS_DATA_DIR respected)
     augment: bool = True  # random crop + flip where the data set defines it (CIFAR)
-    image_size: int = 224  # ImageNet crop size
-    subset: int | None = None  # use only the first N training examples (quick studies)
+    image_size: int = setting(224, ge=1)  # ImageNet crop size
+    subset: int | None = setting(None, ge=1)  # use only the first N training examples (quick studies)
+
+    def __post_init__(self):
+        validate(self, "dataset")
 
 
 def load_dataset(config: DatasetConfig):

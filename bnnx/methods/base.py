@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnnx.errors import check
 from bnnx.layers import LayerRecord
+from bnnx.schema import setting, validate
 
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -78,12 +78,11 @@ class Recipe:
 class MethodConfig:
     """Fields every method shares. Subclasses add theirs and implement `build`."""
 
-    lr: float = 1e-3
-    schedule: str = "cosine"
+    lr: float = setting(1e-3, gt=0)
+    schedule: str = setting("cosine", choices=SCHEDULES)
 
     def __post_init__(self):
-        check(self.lr > 0, f"method.lr must be > 0 (got {self.lr})")
-        check(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; valid options: {', '.join(SCHEDULES)}")
+        validate(self, "method")
 
     @property
     def name(self) -> str:

@@ -17,22 +17,16 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from bnnx.errors import check
 from bnnx.layers import set_quant
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.schema import setting
 
 
 @dataclasses.dataclass
 class BMD(MethodConfig):
-    beta0: float = 1.0
-    beta_growth: float = 1.02
-    beta_every: int = 200  # steps between two β ← ρ·β
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.beta0 > 0, f"method.beta0 must be > 0 (got {self.beta0})")
-        check(self.beta_growth >= 1, f"method.beta_growth must be >= 1 (got {self.beta_growth})")
-        check(self.beta_every >= 1, f"method.beta_every must be >= 1 (got {self.beta_every})")
+    beta0: float = setting(1.0, gt=0)
+    beta_growth: float = setting(1.02, ge=1)
+    beta_every: int = setting(200, ge=1)  # steps between two β ← ρ·β
 
     def adapt_model(self, model):
         return dataclasses.replace(model, kernel_quantizer="tanh_mirror", kernel_quantizer_args={})

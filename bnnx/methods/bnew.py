@@ -34,6 +34,7 @@ from bnnx.errors import check
 from bnnx.layers import flat, set_quant, unflat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries
 from bnnx.quantizers import sign
+from bnnx.schema import setting
 
 
 class BnewState(NamedTuple):
@@ -74,18 +75,13 @@ def linear_decays(lr: float, boundaries: list[int], total: int) -> optax.Schedul
 
 @dataclasses.dataclass
 class BNEW(MethodConfig):
-    schedule: str = "linear"
-    beta: float = 5e-4  # λ slope per step of stage 2; binarizes ~99% by the lock in 10 FMNIST epochs
-    stages: tuple[float, ...] = (0.2, 0.6, 0.1, 0.1)
+    schedule: str = setting("linear", choices=("linear",))
+    beta: float = setting(5e-4, ge=0)  # λ slope per step of stage 2; binarizes ~99% by the lock in 10 FMNIST epochs
+    stages: tuple[float, ...] = setting((0.2, 0.6, 0.1, 0.1), ge=0, length=4)
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.schedule == "linear", f"method.schedule for bnew must be linear (got {self.schedule})")
-        check(self.beta >= 0, f"method.beta must be >= 0 (got {self.beta})")
-        stages = self.stages if isinstance(self.stages, (list, tuple)) else [self.stages]
-        check(len(stages) == 4 and all(isinstance(f, (int, float)) and f >= 0 for f in stages),
-              f"method.stages must be 4 fractions >= 0 (got {stages})")
-        self.stages = tuple(float(f) for f in stages)
+        self.stages = tuple(float(f) for f in self.stages)
         check(abs(sum(self.stages) - 1.0) < 1e-6, f"method.stages must sum to 1 (got {sum(self.stages):g})")
 
     def build(self, ctx: MethodContext) -> Recipe:

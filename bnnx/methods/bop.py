@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnnx.errors import check
 from bnnx.layers import flat, unflat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
 from bnnx.quantizers import sign
+from bnnx.schema import setting
 
 
 class BopState(NamedTuple):
@@ -97,21 +97,12 @@ def signs_of_binary(params, labels):
 
 @dataclasses.dataclass
 class Bop(MethodConfig):
-    gamma: float = 1e-4
-    threshold: float = 1e-8
-    gamma_decay: float = 0.1
-    gamma_decay_every_epochs: int = 0  # 0: γ stays constant
-    threshold_decay: float = 1.0
-    threshold_decay_every_epochs: int = 0
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(0 < self.gamma <= 1, f"method.gamma must be in (0, 1] (got {self.gamma})")
-        check(self.threshold >= 0, f"method.threshold must be >= 0 (got {self.threshold})")
-        for name in ("gamma_decay", "threshold_decay"):
-            check(getattr(self, name) > 0, f"method.{name} must be > 0 (got {getattr(self, name)})")
-        for name in ("gamma_decay_every_epochs", "threshold_decay_every_epochs"):
-            check(getattr(self, name) >= 0, f"method.{name} must be >= 0 (got {getattr(self, name)})")
+    gamma: float = setting(1e-4, gt=0, le=1)
+    threshold: float = setting(1e-8, ge=0)
+    gamma_decay: float = setting(0.1, gt=0)
+    gamma_decay_every_epochs: int = setting(0, ge=0)  # 0: γ stays constant
+    threshold_decay: float = setting(1.0, gt=0)
+    threshold_decay_every_epochs: int = setting(0, ge=0)
 
     def build(self, ctx: MethodContext) -> Recipe:
         spe = ctx.steps_per_epoch

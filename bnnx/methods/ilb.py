@@ -40,6 +40,7 @@ from bnnx.layers import flat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
 from bnnx.methods.ppt import fill_masks, make_inner
 from bnnx.quantizers import SCALINGS
+from bnnx.schema import setting
 
 ORDERS = ("forward", "reverse", "random", "sensitivity")
 OPTIMIZERS = ("sgd", "adam")
@@ -83,36 +84,25 @@ class ILB(MethodConfig):
     BinaryConnect optimizer (unused when `inner` names a method)."""
 
     lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    latent_clip: float = 1.0
-    order: str = "forward"
-    epochs_per_layer: int | None = None
+    optimizer: str = setting("sgd", choices=OPTIMIZERS)
+    momentum: float = setting(0.9, ge=0)
+    weight_decay: float = setting(1e-4, ge=0)
+    latent_clip: float = setting(1.0, gt=0)
+    order: str = setting("forward", choices=ORDERS)
+    epochs_per_layer: int | None = setting(None, ge=1)
     initial_binary: tuple[str, ...] = ()
     ranking: tuple[str, ...] = ()
-    sensitivity_epochs: int = 1
+    sensitivity_epochs: int = setting(1, ge=1)
     sensitivity_descending: bool = True
-    sensitivity_holdout: float = 0.1
+    sensitivity_holdout: float = setting(0.1, ge=0, lt=1)
     binarize_first_last: bool = True
     binary_activations: bool = False
-    scaling: str = "none"
+    scaling: str = setting("none", choices=SCALINGS)
     inner: str | None = None
     inner_config: dict | None = None
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.order in ORDERS, f"unknown method.order '{self.order}'; valid options: {', '.join(ORDERS)}")
-        check(self.optimizer in OPTIMIZERS,
-              f"unknown method.optimizer '{self.optimizer}'; valid options: {', '.join(OPTIMIZERS)}")
-        check(self.momentum >= 0 and self.weight_decay >= 0 and self.latent_clip > 0,
-              "method.momentum and method.weight_decay must be >= 0 and method.latent_clip > 0")
-        check(self.epochs_per_layer is None or self.epochs_per_layer >= 1,
-              f"method.epochs_per_layer must be >= 1 or null (got {self.epochs_per_layer})")
-        check(self.sensitivity_epochs >= 1, f"method.sensitivity_epochs must be >= 1 (got {self.sensitivity_epochs})")
-        check(0.0 <= self.sensitivity_holdout < 1.0,
-              f"method.sensitivity_holdout must be in [0, 1) (got {self.sensitivity_holdout})")
-        check(self.scaling in SCALINGS, f"unknown method.scaling '{self.scaling}'; valid options: {', '.join(SCALINGS)}")
         self.inner_method = make_inner(self.inner, self.inner_config) if self.inner else None
 
     def adapt_model(self, model):

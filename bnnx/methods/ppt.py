@@ -27,6 +27,7 @@ import optax
 from bnnx.errors import ConfigError, check
 from bnnx.layers import flat, unflat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, round_half_up, scheduled_values
+from bnnx.schema import setting
 
 NOT_INNER = ("fp", "ppt", "ilb")  # schedule-level methods and the FP baseline wrap nothing
 
@@ -100,14 +101,13 @@ def phased(first: optax.GradientTransformation, second: optax.GradientTransforma
 class PPT(MethodConfig):
     """`lr`/`schedule` are the FP phase's Adam; the binary phase is `inner` with `inner_config`."""
 
-    fp_fraction: float = 0.25
+    fp_fraction: float = setting(0.25, ge=0, lt=1)
     restart_optimizer: bool = True
     inner: str = "ste"
     inner_config: dict | None = None  # the inner method's keys, e.g. {lr: 0.01}
 
     def __post_init__(self):
         super().__post_init__()
-        check(0.0 <= self.fp_fraction < 1.0, f"method.fp_fraction must be in [0, 1) (got {self.fp_fraction})")
         self.inner_method = make_inner(self.inner, self.inner_config)
 
     def adapt_model(self, model):

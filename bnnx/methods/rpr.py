@@ -28,6 +28,7 @@ from bnnx.errors import check
 from bnnx.layers import binary_layer_paths, flat, set_quant, unflat
 from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries,
                                round_half_up)
+from bnnx.schema import setting
 
 LEVELS = ("binary", "ternary")
 TERNARY_THRESHOLD = 0.5  # nearest of {−1, 0, +1}
@@ -84,23 +85,17 @@ def piecewise_constant(boundaries: list[int], values: list[float]):
 
 @dataclasses.dataclass
 class RPR(MethodConfig):
-    schedule: str = "constant"  # the phases below set the lr; only 'constant' is accepted
-    levels: str = "binary"
-    freezing_fraction: float = 0.9  # FF₀ of the initial phase
-    ff_increases: int = 3  # phases halving 1 − FF after the initial one
-    initial_fraction: float = 0.2  # of the run at FF₀
-    final_fraction: float = 0.2  # of the run at FF = 1 (real parameters only)
-    lr_drop_at: float = 0.5  # of each FF phase, then lr ×0.1
+    schedule: str = setting("constant", choices=("constant",))  # the phases below set the lr
+    levels: str = setting("binary", choices=LEVELS)
+    freezing_fraction: float = setting(0.9, gt=0, le=1)  # FF₀ of the initial phase
+    ff_increases: int = setting(3, ge=0)  # phases halving 1 − FF after the initial one
+    initial_fraction: float = setting(0.2, ge=0, le=1)  # of the run at FF₀
+    final_fraction: float = setting(0.2, ge=0, le=1)  # of the run at FF = 1 (real parameters only)
+    lr_drop_at: float = setting(0.5, ge=0, le=1)  # of each FF phase, then lr ×0.1
     init_from: str | None = None  # run dir of a finished full-precision run
 
     def __post_init__(self):
         super().__post_init__()
-        check(self.schedule == "constant", f"method.schedule for rpr must be constant (got {self.schedule})")
-        check(self.levels in LEVELS, f"unknown method.levels '{self.levels}'; valid options: {', '.join(LEVELS)}")
-        check(0 < self.freezing_fraction <= 1, f"method.freezing_fraction must be in (0, 1] (got {self.freezing_fraction})")
-        check(self.ff_increases >= 0, f"method.ff_increases must be >= 0 (got {self.ff_increases})")
-        for name in ("initial_fraction", "final_fraction", "lr_drop_at"):
-            check(0 <= getattr(self, name) <= 1, f"method.{name} must be in [0, 1] (got {getattr(self, name)})")
         check(self.initial_fraction + self.final_fraction <= 1,
               f"method.initial_fraction + method.final_fraction must be <= 1 (got {self.initial_fraction + self.final_fraction:g})")
 

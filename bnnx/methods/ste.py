@@ -13,17 +13,13 @@ import dataclasses
 
 import optax
 
-from bnnx.errors import check
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, project_box
+from bnnx.schema import setting
 
 
 @dataclasses.dataclass
 class STE(MethodConfig):
-    latent_clip: float = 1.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self.latent_clip > 0, f"method.latent_clip must be > 0 (got {self.latent_clip})")
+    latent_clip: float = setting(1.0, gt=0)
 
     def build(self, ctx: MethodContext) -> Recipe:
         schedule = self.lr_schedule(ctx.total_steps)

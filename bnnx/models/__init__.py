@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import re
 from typing import Any
 
 import flax.linen as nn
 
 from bnnx.errors import ConfigError, unknown_choice
-from bnnx.layers import FULL_PRECISION, QuantPolicy
-from bnnx.quantizers import Identity, make_quantizer
+from bnnx.layers import FULL_PRECISION, ROLES, QuantPolicy
+from bnnx.quantizers import QUANTIZERS, SCALINGS, Identity, check_quantizer_args, make_quantizer
+from bnnx.schema import check_values, setting, validate
 
 # name -> "module:attribute"; imported on demand so one broken model never breaks the rest.
 MODELS = {
@@ -26,22 +28,38 @@ MODELS = {
     "reactnet_a": "bnnx.models.reactnet:ReActNetA",
 }
 
+FIXED = ("num_classes", "policy", "parent", "name")  # module attributes that are not options
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """A model by name plus its quantization policy; `options` go to the module itself."""
 
-    name: str = "mlp"
+    name: str = setting("mlp", choices=MODELS)
     fp: bool = False
     binary_activations: bool = True
-    kernel_quantizer: str = "sign_ste"
+    kernel_quantizer: str = setting("sign_ste", choices=QUANTIZERS)
     kernel_quantizer_args: dict | None = None
-    input_quantizer: str = "sign_ste"
+    input_quantizer: str = setting("sign_ste", choices=QUANTIZERS)
     input_quantizer_args: dict | None = None
-    scaling: str = "none"
-    real_roles: tuple[str, ...] = ("first", "last", "shortcut")
-    real_paths: tuple[str, ...] = ()
+    scaling: str = setting("none", choices=SCALINGS)
+    real_roles: tuple[str, ...] = setting(("first", "last", "shortcut"), choices=ROLES)
+    real_paths: tuple[str, ...] = ()  # regexes over the '/'-joined module path
     options: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        validate(self, "model")
+        for key in ("kernel_quantizer", "input_quantizer"):
+            args = getattr(self, f"{key}_args")
+            if args is not None:
+                object.__setattr__(self, f"{key}_args",
+                                   check_quantizer_args(getattr(self, key), args, f"model.{key}_args"))
+        for pattern in self.real_paths:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ConfigError(f"model.real_paths has an invalid regex {pattern!r} ({error})") from None
+        object.__setattr__(self, "options", check_values(model_class(self.name), self.options, "model", skip=FIXED))
 
     def policy(self) -> QuantPolicy:
         if self.fp:
@@ -66,15 +84,9 @@ def model_class(name: str) -> type[nn.Module]:
 def model_options(name: str) -> dict[str, Any]:
     """The options a model accepts, with their defaults."""
     cls = model_class(name)
-    fixed = {"num_classes", "policy", "parent", "name"}
-    return {p.name: p.default for p in inspect.signature(cls).parameters.values() if p.name not in fixed}
+    return {p.name: p.default for p in inspect.signature(cls).parameters.values() if p.name not in FIXED}
 
 
 def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
-    cls = model_class(config.name)
-    valid = model_options(config.name)
-    unknown = set(config.options) - set(valid)
-    if unknown:
-        raise ConfigError(f"model '{config.name}' has no option {sorted(unknown)[0]!r}; valid: {', '.join(sorted(valid))}")
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.options.items()}
-    return cls(num_classes=num_classes, policy=config.policy(), **options)
+    """The flax module; `config` checked its options against the module's attributes."""
+    return model_class(config.name)(num_classes=num_classes, policy=config.policy(), **config.options)

@@ -13,14 +13,15 @@ from typing import Sequence
 import flax.linen as nn
 
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
-from bnnx.models.common import activation, batch_norm
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm
+from bnnx.schema import setting
 
 
 class ConvNet(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    widths: Sequence[int] = (16, 32, 32)
-    activation: str = "hardtanh"
+    widths: Sequence[int] = setting((16, 32, 32), ge=1)
+    activation: str = setting("hardtanh", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):

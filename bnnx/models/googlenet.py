@@ -13,8 +13,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bnnx.layers import QuantPolicy
-from bnnx.models.common import activation, batch_norm
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import classifier, conv, scale_width
+from bnnx.schema import setting
 
 # name: (1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool projection), torchvision's widths
 INCEPTIONS = {
@@ -74,8 +75,8 @@ class Inception(nn.Module):
 class GoogLeNet(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    width_multiplier: float = 1.0
-    activation: str = "relu"
+    width_multiplier: float = setting(1.0, gt=0)
+    activation: str = setting("relu", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):

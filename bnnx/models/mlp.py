@@ -7,14 +7,15 @@ from typing import Sequence
 import flax.linen as nn
 
 from bnnx.layers import QuantDense, QuantPolicy
-from bnnx.models.common import activation, batch_norm
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm
+from bnnx.schema import setting
 
 
 class MLP(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    hidden: Sequence[int] = (256, 256)
-    activation: str = "hardtanh"
+    hidden: Sequence[int] = setting((256, 256), ge=1)
+    activation: str = setting("hardtanh", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):

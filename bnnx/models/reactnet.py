@@ -23,8 +23,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bnnx.layers import QuantPolicy
-from bnnx.models.common import activation, batch_norm
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import classifier, conv, scale_width
+from bnnx.schema import setting
 
 
 def avg_pool(x):
@@ -69,9 +70,9 @@ class BiRealBlock(nn.Module):
 class BiRealNet18(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    width_multiplier: float = 1.0
+    width_multiplier: float = setting(1.0, gt=0)
     cifar_stem: bool = False
-    activation: str = "identity"
+    activation: str = setting("identity", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -117,9 +118,9 @@ def reactnet_widths(base: int) -> list[int]:
 class ReActNetA(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    width_multiplier: float = 1.0
+    width_multiplier: float = setting(1.0, gt=0)
     cifar_stem: bool = False
-    activation: str = "prelu"
+    activation: str = setting("prelu", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):

@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
-from bnnx.models.common import activation, batch_norm, kaiming_fan_out
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm, kaiming_fan_out
+from bnnx.schema import setting
 
 
 def scale_width(channels: int, multiplier: float) -> int:
@@ -101,9 +102,9 @@ class ResNet(nn.Module):
 
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    width_multiplier: float = 1.0
+    width_multiplier: float = setting(1.0, gt=0)
     cifar_stem: bool = False
-    activation: str = "relu"
+    activation: str = setting("relu", choices=ACTIVATIONS)
 
     # architecture constants (class attributes, not options)
     stage_sizes = (2, 2, 2, 2)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import flax.linen as nn
 
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
-from bnnx.models.common import activation, batch_norm
+from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import scale_width
+from bnnx.schema import setting
 
 CONV_WIDTHS = (128, 128, 256, 256, 512, 512)
 DENSE_WIDTHS = (1024, 1024)
@@ -22,8 +23,8 @@ DENSE_WIDTHS = (1024, 1024)
 class BinaryNet(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    width_multiplier: float = 1.0
-    activation: str = "hardtanh"
+    width_multiplier: float = setting(1.0, gt=0)
+    activation: str = setting("hardtanh", choices=ACTIVATIONS)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
