@@ -1,0 +1,226 @@
+"""The config schema (bnnx.schema): every key's type, default and range, checked the same way
+for the CLI and the Python API; the YAML options restate their classes' defaults."""
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from bnnx.config import AnalysisConfig, DistillConfig, TrainConfig
+from bnnx.data import DatasetConfig
+from bnnx.errors import ConfigError
+from bnnx.methods.bmd import BMD
+from bnnx.methods.bnew import BNEW
+from bnnx.methods.bop import Bop
+from bnnx.methods.ilb import ILB
+from bnnx.methods.ste import STE
+from bnnx.models import ModelConfig
+from bnnx.quantizers import SignSTE, make_quantizer
+from bnnx.schema import check_value, check_values, describe, is_checked, limits, setting, type_hints, validate
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    count: int = setting(1, ge=1)
+    rate: float = setting(0.5, gt=0, le=1)
+    flag: bool = False
+    mode: str = setting("a", choices=("a", "b"))
+    size: int | None = setting(None, ge=1)
+    widths: Sequence[int] = setting((4, 4), ge=1)
+    pair: tuple[float, ...] = setting((0.5, 0.5), ge=0, length=2)
+    path: str | None = None
+    extra: dict | None = None
+
+    def __post_init__(self):
+        validate(self, "toy")
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyChild(Toy):
+    count: int = 5  # redeclared with a plain default: keeps Toy's range
+
+
+def test_valid_values_pass_and_sequences_become_tuples():
+    toy = Toy(count=3, rate=1, flag=True, mode="b", size=2, widths=[1, 2, 3], pair=[0, 1.0], path="p", extra={"k": 1})
+    assert (toy.count, toy.rate, toy.widths, toy.pair, toy.extra) == (3, 1, (1, 2, 3), (0, 1.0), {"k": 1})
+    assert Toy(size=None, path=None, extra=None).size is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"count": "x"}, "toy.count must be an integer (got 'x')"),
+    ({"count": 1.5}, "toy.count must be an integer (got 1.5)"),
+    ({"count": True}, "toy.count must be an integer (got true)"),
+    ({"count": 0}, "toy.count must be >= 1 (got 0)"),
+    ({"rate": float("inf")}, "toy.rate must be a finite number (got inf)"),
+    ({"rate": float("nan")}, "toy.rate must be a finite number (got nan)"),
+    ({"rate": "0.1"}, "toy.rate must be a finite number (got '0.1')"),
+    ({"rate": 0}, "toy.rate must be in (0, 1] (got 0)"),
+    ({"rate": 1.5}, "toy.rate must be in (0, 1] (got 1.5)"),
+    ({"flag": "yes"}, "toy.flag must be true or false (got 'yes')"),
+    ({"flag": 1}, "toy.flag must be true or false (got 1)"),
+    ({"mode": "c"}, "toy.mode must be one of a, b (got 'c')"),
+    ({"mode": 3}, "toy.mode must be one of a, b (got 3)"),
+    ({"size": 0}, "toy.size must be >= 1 (got 0)"),
+    ({"size": "big"}, "toy.size must be an integer or null (got 'big')"),
+    ({"widths": 4}, "toy.widths must be a list of integers (got 4)"),
+    ({"widths": "44"}, "toy.widths must be a list of integers (got '44')"),
+    ({"widths": [4, 0]}, "toy.widths[1] must be >= 1 (got 0)"),
+    ({"widths": [4, 2.5]}, "toy.widths[1] must be an integer (got 2.5)"),
+    ({"pair": [0.5]}, "toy.pair must be a list of 2 finite numbers (got [0.5])"),
+    ({"pair": [0.5, -1]}, "toy.pair[1] must be >= 0 (got -1)"),
+    ({"path": 7}, "toy.path must be a string or null (got 7)"),
+    ({"extra": [1]}, "toy.extra must be a mapping or null (got [1])"),
+])
+def test_bad_values_name_the_key_the_value_and_what_is_expected(changes, message):
+    with pytest.raises(ConfigError) as error:
+        Toy(**changes)
+    assert str(error.value) == message
+
+
+def test_a_redeclared_field_keeps_its_base_range():
+    assert ToyChild().count == 5 and limits(ToyChild, "count") == {"ge": 1}
+    with pytest.raises(ConfigError, match=r"toy.count must be >= 1 \(got 0\)"):
+        ToyChild(count=0)
+
+
+def test_check_values_lists_the_valid_keys():
+    assert check_values(Toy, {"widths": [2]}, "x") == {"widths": (2,)}
+    with pytest.raises(ConfigError, match="unknown key 'x.widht'; valid keys: count, extra, flag, mode, pair, path"):
+        check_values(Toy, {"widht": 3}, "x")
+
+
+def test_ranges_read_as_intervals():
+    assert [describe(r) for r in ({"gt": 0}, {"ge": 1}, {"ge": 0, "lt": 1}, {"gt": 0, "le": 1.5}, {"choices": ("x",)})] \
+        == ["> 0", ">= 1", "in [0, 1)", "in (0, 1.5]", "x"]
+    assert check_value("k", 2, int, {"ge": 0, "lt": 2**32}) == 2
+
+
+# ---- every class of the typed config is held to its annotations ---------------------------
+
+def config_classes():
+    from bnnx.methods import METHODS, method_class
+    from bnnx.models import FIXED, MODELS, model_class
+    from bnnx.quantizers import QUANTIZERS
+
+    classes = [(c, ()) for c in (TrainConfig, DistillConfig, AnalysisConfig, DatasetConfig, ModelConfig)]
+    classes += [(method_class(name), ()) for name in METHODS]
+    classes += [(model_class(name), FIXED) for name in MODELS]
+    return classes + [(q, ()) for q in QUANTIZERS.values()]
+
+
+def test_every_config_field_has_an_annotation_the_schema_checks():
+    unchecked = [f"{cls.__name__}.{f.name}: {type_hints(cls).get(f.name)}" for cls, skip in config_classes()
+                 for f in dataclasses.fields(cls) if f.name not in skip and not is_checked(type_hints(cls).get(f.name))]
+    assert unchecked == []
+
+
+def test_every_numeric_field_declares_its_range():
+    numeric = (int, float, int | None, float | None)
+    missing = [f"{cls.__name__}.{f.name}" for cls, skip in config_classes() for f in dataclasses.fields(cls)
+               if f.name not in skip and type_hints(cls).get(f.name) in numeric and not limits(cls, f.name)]
+    assert missing == []
+
+
+# ---- the Python API raises what the CLI prints ------------------------------------------
+
+API_CASES = [
+    (lambda: TrainConfig(method=STE(), seed="x"), "seed must be an integer (got 'x')"),
+    (lambda: TrainConfig(method=STE(), epochs=2.0), "epochs must be an integer (got 2.0)"),
+    (lambda: TrainConfig(method="ste"), "method must be a MethodConfig (got 'ste')"),
+    (lambda: STE(lr=math.nan), "method.lr must be a finite number (got nan)"),
+    (lambda: ILB(lr=-1), "method.lr must be > 0 (got -1)"),
+    (lambda: BMD(beta_every=1.5), "method.beta_every must be an integer (got 1.5)"),
+    (lambda: Bop(gamma=True), "method.gamma must be a finite number (got true)"),
+    (lambda: BNEW(stages=(0.5, 0.5)), "method.stages must be a list of 4 finite numbers (got (0.5, 0.5))"),
+    (lambda: ModelConfig(options={"hidden": [0]}), "model.hidden[0] must be >= 1 (got 0)"),
+    (lambda: ModelConfig(kernel_quantizer_args={"clip": -1}), "model.kernel_quantizer_args.clip must be > 0 (got -1)"),
+    (lambda: ModelConfig(name="resnet20", options={"cifar_stem": "no"}), "model.cifar_stem must be true or false (got 'no')"),
+    (lambda: DatasetConfig(subset=0), "dataset.subset must be >= 1 (got 0)"),
+    (lambda: DistillConfig(alpha=1.5), "distill.alpha must be in [0, 1] (got 1.5)"),
+    (lambda: AnalysisConfig(signs="yes"), "analysis.signs must be true or false (got 'yes')"),
+    (lambda: make_quantizer("sign_ste", clip=-1), "quantizer.sign_ste.clip must be > 0 (got -1)"),
+    (lambda: SignSTE(clip=math.inf), "quantizer.sign_ste.clip must be a finite number (got inf)"),
+]
+
+
+@pytest.mark.parametrize("build, message", API_CASES, ids=[message.split(" ")[0] for _, message in API_CASES])
+def test_python_api_gets_the_same_checks(build, message):
+    with pytest.raises(ConfigError) as error:
+        build()
+    assert str(error.value) == message
+
+
+def test_python_api_sequences_are_stored_as_tuples():
+    model = ModelConfig(options={"hidden": [8]}, real_roles=["first"])
+    assert model.options == {"hidden": (8,)} and model.real_roles == ("first",)
+    assert ILB(initial_binary=["Dense_1"]).initial_binary == ("Dense_1",)
+
+
+# ---- the YAML options restate, never contradict, their classes' defaults ---------------
+
+def load_yaml(path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def defaults_of(cls, skip=()) -> dict:
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls) if f.name not in skip}
+
+
+def tuples(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def assert_restates(data: dict, defaults: dict, where: str):
+    assert set(data) == set(defaults), where
+    for key, value in data.items():
+        assert tuples(value) == defaults[key], f"{where}: {key}={value!r}, the class says {defaults[key]!r}"
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "method").glob("*.yaml")), ids=lambda p: p.stem)
+def test_method_yaml_restates_its_class_defaults(path):
+    from bnnx.methods import method_class
+
+    data = load_yaml(path)
+    assert data.pop("name") == path.stem
+    assert_restates(data, defaults_of(method_class(path.stem)), str(path.name))
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)
+def test_model_yaml_holds_every_key_and_restates_the_module_defaults(path):
+    """The common keys (quantizers, roles) are each model's policy; its own options are the module's."""
+    from bnnx.models import FIXED, model_class
+
+    data = load_yaml(path)
+    assert data["name"] == path.stem
+    common = set(defaults_of(ModelConfig)) - {"options"}
+    assert common <= set(data)
+    assert_restates({k: v for k, v in data.items() if k not in common}, defaults_of(model_class(path.stem), FIXED),
+                    str(path.name))
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
+def test_dataset_yaml_holds_every_key(path):
+    data = load_yaml(path)
+    assert data["name"] == path.stem and set(data) == set(defaults_of(DatasetConfig))
+
+
+def test_top_level_yaml_restates_the_train_config_defaults():
+    data = load_yaml(CONF / "config.yaml")
+    data.pop("defaults")
+    assert_restates(data.pop("distill"), defaults_of(DistillConfig), "distill")
+    assert_restates(data.pop("analysis"), defaults_of(AnalysisConfig), "analysis")
+    assert_restates(data, defaults_of(TrainConfig, ("method", "model", "dataset", "distill", "analysis")), "config.yaml")
+
+
+@pytest.mark.parametrize("group", ["method", "model", "dataset"])
+def test_every_option_composes_into_a_valid_config(compose, group):
+    for path in sorted((CONF / group).glob("*.yaml")):
+        config = compose(f"{group}={path.stem}")
+        assert getattr(config, group).name == path.stem
