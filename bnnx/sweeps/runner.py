@@ -21,7 +21,7 @@ from typing import Callable
 
 from bnnx.errors import ConfigError, DataNotFoundError
 from bnnx.io import check_writable, read_json, write_json, write_text
-from bnnx.lock import FolderLock
+from bnnx.lock import FolderLock, is_locked
 from bnnx.sweeps.folders import check_run_folders, check_yaml_file
 from bnnx.sweeps.launchers import LocalLauncher
 from bnnx.sweeps.plan import Run, compose_runs, plan_runs, waves
@@ -199,7 +199,7 @@ def prepare_job(run: Run, config, sweep_dir: Path) -> dict:
     from bnnx.config import config_to_dict
 
     resume = has_checkpoint(run.run_dir)
-    if not resume and run.run_dir.exists():
+    if not resume and run.run_dir.exists() and not is_locked(run.run_dir):  # a live writer's run fails, intact
         if Path(sweep_dir).absolute() not in run.run_dir.parents:
             raise ConfigError(f"refusing to clean {run.run_dir}: it is outside the sweep folder")
         shutil.rmtree(run.run_dir)
