@@ -106,3 +106,20 @@ def test_the_lock_excludes_within_one_process_and_is_free_after_release(tmp_path
     assert not is_locked(tmp_path) and not (tmp_path / ".lock").exists()
     with FolderLock(tmp_path):
         assert is_locked(tmp_path)
+
+
+def test_parallel_workers_never_train_one_cell_twice(tmp_path):
+    """Two joblib workers handed the same cell: one trains it, the other is refused, whether it
+    tries while the first holds the lock or after the run is there; the record is one run's."""
+    from bnnx.cli.compose import compose_config
+    from bnnx.config import config_to_dict
+    from bnnx.sweeps.launchers import JoblibLauncher
+
+    run = tmp_path / "cell" / "seed0"
+    job = {"config": config_to_dict(compose_config(["epochs=2", "model.hidden=[16]", f"out_dir={run}"])),
+           "resume": False}
+    outcomes = sorted((o for _, o in JoblibLauncher(2).launch([job, dict(job)])), key=lambda o: o["status"])
+    assert [o["status"] for o in outcomes] == ["completed", "failed"]
+    assert "being written by another bnnx process" in outcomes[1]["error"] or "already holds a run" in outcomes[1]["error"]
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]
+    assert read_json(run / "summary.json")["status"] == "completed"
