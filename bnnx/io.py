@@ -63,6 +63,14 @@ def read_json(path: Path | str) -> Any:
         raise CorruptFileError(f"{path} is corrupt or cut short ({_reason(error)})") from None
 
 
+def read_json_object(path: Path | str, required: tuple[str, ...] = ()) -> dict:
+    """`read_json` of a file that must hold one JSON object with the `required` keys."""
+    data = read_json(path)
+    if not isinstance(data, dict) or any(key not in data for key in required):
+        raise CorruptFileError(f"{path} is corrupt (not the JSON object bnnx wrote)")
+    return data
+
+
 def write_jsonl(path: Path | str, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(row, default=_default) + "\n" for row in rows))
 

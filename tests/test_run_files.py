@@ -164,8 +164,10 @@ def test_sweep_refuses_a_damaged_index_and_an_unwritable_out(run_cli, finished_s
 
 
 @pytest.mark.parametrize("damaged, text", [("scratch/a/seed0/summary.json", '{"status": '),
+                                           ("scratch/a/seed0/summary.json", '["completed"]'),  # JSON, not bnnx's
                                            ("scratch/a/seed1/metrics.jsonl", '{"epoch": 0, "test_acc'),
-                                           ("sweep.json", "[{")])
+                                           ("sweep.json", "[{"),
+                                           ("sweep.json", '{"sweep": "fake"}')])
 def test_report_refuses_damaged_files(run_cli, tmp_path, damaged, text):
     root = fake_sweep(tmp_path / "sweep")
     (root / damaged).write_text(text)

@@ -7,7 +7,7 @@ silently retrains over a damaged record."""
 from __future__ import annotations
 
 from bnnx.errors import BnnxError, CorruptFileError
-from bnnx.io import read_json, read_jsonl
+from bnnx.io import read_json_object, read_jsonl
 from bnnx.lock import FolderBusyError, is_locked
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.rundir import rows_before
@@ -28,7 +28,7 @@ def check_run_folder(run_dir) -> None:
     if is_locked(run_dir):
         raise FolderBusyError(f"{run_dir} is being written by another bnnx process; wait for it to end")
     summary = run_dir / "summary.json"
-    status = read_json(summary).get("status") if summary.exists() else None
+    status = read_json_object(summary).get("status") if summary.exists() else None
     if status in FINAL:
         read_jsonl(run_dir / "metrics.jsonl")
         return

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from bnnx.errors import ConfigError, DataNotFoundError
-from bnnx.io import check_writable, read_json, write_json, write_text
+from bnnx.io import check_writable, read_json_object, write_json, write_text
 from bnnx.lock import FolderLock, is_locked
 from bnnx.sweeps.folders import check_run_folders, check_yaml_file
 from bnnx.sweeps.launchers import LocalLauncher
@@ -61,7 +61,7 @@ def disk_status(run: Run) -> str:
     summary = run.run_dir / "summary.json"
     if summary.exists():
         try:
-            return str(read_json(summary).get("status", "partial"))
+            return str(read_json_object(summary).get("status", "partial"))
         except ValueError:
             return "partial"
     return "partial" if run.run_dir.exists() else "pending"
@@ -130,7 +130,7 @@ class SweepIndex:
 
     def __init__(self, sweep_dir: Path, spec: SweepSpec, preset: str, runs: list[Run], command: str, launcher: str):
         self.path = Path(sweep_dir) / INDEX_FILE
-        old = read_json(self.path) if self.path.exists() else {}
+        old = read_json_object(self.path) if self.path.exists() else {}
         self.data = {"sweep": spec.name, "title": spec.title, "preset": preset, "command": command,
                      "created": old.get("created", _now()), "updated": _now(), "launcher": launcher,
                      "machine": machine_info(), "runs": []}
@@ -162,7 +162,7 @@ def check_sweep_folder(sweep_dir: Path, spec: SweepSpec, preset: str) -> None:
     """A sweep folder holds one sweep under one preset."""
     path = Path(sweep_dir) / INDEX_FILE
     if path.exists():
-        old = read_json(path)
+        old = read_json_object(path)
         if (old.get("sweep"), old.get("preset")) != (spec.name, preset):
             raise ConfigError(f"{sweep_dir} holds sweep '{old.get('sweep')}' with preset '{old.get('preset')}'; "
                               f"choose another --out for '{spec.name}' with preset '{preset}'")
