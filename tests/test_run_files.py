@@ -172,3 +172,13 @@ def test_report_refuses_damaged_files(run_cli, tmp_path, damaged, text):
     root = fake_sweep(tmp_path / "sweep")
     (root / damaged).write_text(text)
     refused(run_cli, root, ["report", str(root)], damaged.rpartition("/")[2])
+
+
+def test_resume_skips_a_checkpoint_cut_short_by_a_kill(run_cli, run_copy):
+    """orbax writes into a temp folder renamed when complete; one left by a kill mid-save is not a
+    checkpoint, so the resume starts from the last complete one."""
+    partial = run_copy / "checkpoints" / "99999.orbax-checkpoint-tmp-1"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "manifest.ocdbt").write_bytes(b"\x00cut")
+    code, output = run_cli("train", "resume=true", f"out_dir={run_copy}", "--quiet")
+    assert code == 0 and "completed" in output, output
