@@ -19,6 +19,10 @@ class CheckpointError(BnnxError):
     """A missing, corrupt or incompatible checkpoint."""
 
 
+class CorruptFileError(BnnxError, ValueError):
+    """A results file (JSON, JSON lines, YAML) that does not parse: damaged or cut short."""
+
+
 def check(condition: bool, message: str, error: type[BnnxError] = ConfigError) -> None:
     """Raise `error(message)` unless `condition` holds."""
     if not condition:

@@ -185,16 +185,18 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     from bnnx.data import shape_only
     from bnnx.layers import record_layers
     from bnnx.train.experiment import example_input
-    from bnnx.train.services import restore_state
+    from bnnx.io import check_writable
+    from bnnx.train.restore import restore_trained
 
     run_dir = Path(run_dir)
+    path = Path(out) if out is not None else run_dir / "export.npz"
+    check_writable(path, "--out")
     dataset = shape_only(config.dataset)
-    state, config, model = restore_state(run_dir, dataset, config)
+    run = restore_trained(run_dir, dataset, config)
+    config, model, variables = run.config, run.model, jax.device_get(run.variables)
     layers = record_layers(model, example_input(dataset))
-    variables = jax.device_get(state.variables())
     info = {"model": config_to_dict(dataclasses.replace(config, model=config.trained_model))["model"],
             "dataset": config.dataset.name, "num_classes": dataset.num_classes,
-            "input_shape": list(dataset.input_shape), "step": int(state.step),
+            "input_shape": list(dataset.input_shape), "step": run.step,
             "binary_inputs": [r.name for r in layers if r.binary_inputs]}
-    path = Path(out) if out is not None else run_dir / "export.npz"
     return path, write_export(path, tensor_entries(variables, model.policy), info)

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from bnnx.errors import ConfigError, CorruptFileError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -54,7 +56,19 @@ def write_json(path: Path | str, data: Any) -> None:
 
 
 def read_json(path: Path | str) -> Any:
-    return json.loads(Path(path).read_text())
+    """The parsed file; a damaged one raises CorruptFileError naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{path} is corrupt or cut short ({_reason(error)})") from None
+
+
+def read_json_object(path: Path | str, required: tuple[str, ...] = ()) -> dict:
+    """`read_json` of a file that must hold one JSON object with the `required` keys."""
+    data = read_json(path)
+    if not isinstance(data, dict) or any(key not in data for key in required):
+        raise CorruptFileError(f"{path} is corrupt (not the JSON object bnnx wrote)")
+    return data
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict]) -> None:
@@ -62,7 +76,57 @@ def write_jsonl(path: Path | str, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
+    """Every row; a line that does not parse raises CorruptFileError naming the file and line."""
+    rows, damaged = read_jsonl_rows(path)
+    if damaged:
+        raise CorruptFileError(f"{path} is corrupt or cut short (line {damaged[0]} is not a JSON row)")
+    return rows
+
+
+def read_jsonl_rows(path: Path | str) -> tuple[list[dict], list[int]]:
+    """(the rows that parse, the 1-based numbers of the lines that do not); [] for no file."""
     path = Path(path)
     if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [], []
+    rows, damaged = [], []
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        return [], [1]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            damaged.append(number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            damaged.append(number)
+    return rows, damaged
+
+
+def _reason(error: BaseException) -> str:
+    return " ".join(str(error).split())[:120] or type(error).__name__
+
+
+def check_writable(path: Path | str, what: str = "output") -> None:
+    """Refuse, before any work, a path that cannot be created or written: the nearest existing
+    ancestor must be a folder this process can write (checked by creating and removing a temp
+    file there, which also catches read-only mounts and a path under a regular file)."""
+    path = Path(path).absolute()
+    existing = path if path.exists() else next(p for p in path.parents if p.exists())
+    if existing == path and not path.is_dir():
+        target = path.parent
+    else:
+        target = existing
+    if not target.is_dir():
+        raise ConfigError(f"cannot write {what} {path}: {target} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".bnnx-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(f"cannot write {what} {path}: {target} is not writable ({error.strerror})") from None

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bnnx.errors import check
-from bnnx.io import read_json, write_text
+from bnnx.io import read_json_object, write_text
 from bnnx.sweeps.metrics import accuracy_curve, run_value
 from bnnx.sweeps.parse import load_spec
 from bnnx.sweeps.runner import INDEX_FILE, SPEC_FILE
@@ -71,14 +71,14 @@ class SweepResults:
 
 def _run_status(run_dir: Path) -> str:
     summary = run_dir / "summary.json"
-    return str(read_json(summary).get("status")) if summary.exists() else "not run"
+    return str(read_json_object(summary).get("status")) if summary.exists() else "not run"
 
 
 def collect(sweep_dir: Path | str) -> SweepResults:
     sweep_dir = Path(sweep_dir)
     check((sweep_dir / INDEX_FILE).is_file() and (sweep_dir / SPEC_FILE).is_file(),
           f"{sweep_dir} is not a sweep folder (no {INDEX_FILE}); run `bnnx sweep` first")
-    index, spec = read_json(sweep_dir / INDEX_FILE), load_spec(sweep_dir / SPEC_FILE)
+    index, spec = read_json_object(sweep_dir / INDEX_FILE, ("runs",)), load_spec(sweep_dir / SPEC_FILE)
     runs = {(e["cell"], e["seed"]): sweep_dir / e["run_dir"] for e in index["runs"]}
     status = {key: _run_status(path) for key, path in runs.items()}
     check(any(s == "completed" for s in status.values()), f"no finished runs in {sweep_dir} yet")

@@ -12,6 +12,7 @@ from bnnx.layers import flat, param_labels
 from bnnx.methods.base import MethodContext
 from bnnx.methods.ilb import holdout_split, project_box_from
 from bnnx.train.experiment import build_experiment
+from bnnx.train.loop import train
 from bnnx.train.services import RunServices
 
 LAYERS = ["QuantDense_0", "QuantDense_1", "QuantDense_2", "QuantDense_3"]  # hidden=[16,16,16] + output
@@ -112,7 +113,7 @@ def test_composes_with_an_optimizer_level_method(base):
 
 def test_sensitivity_pretraining_ranks_one_layer_runs(compose, digits, tmp_path, monkeypatch):
     config = compose("method=ilb", "epochs=3", "method.order=sensitivity", "model.hidden=[32]")
-    experiment = build_experiment(config, run_dir=tmp_path, dataset=digits)
+    experiment = build_experiment(config, run_dir=tmp_path, dataset=digits, train_run=train)
     saved = read_json(tmp_path / "sensitivity.json")
     names = ["QuantDense_0", "QuantDense_1"]
     for name in names:  # each probe: one epoch with only that layer binary, ranked on held-out data

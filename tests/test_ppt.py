@@ -16,7 +16,8 @@ from bnnx.models import build_model
 from bnnx.timing import epochs_to_target, seconds_to_target, speedup, speedup_stats
 from bnnx.train.experiment import build_experiment
 from bnnx.methods.base import scheduled_values
-from bnnx.train.loop import evaluate, train
+from bnnx.train.loop import train
+from bnnx.train.step import evaluate
 
 STEPS = 21  # digits: 1,347 training images, batch 64
 

@@ -42,7 +42,7 @@ def analyze_run(run_dir: Path, bits: list[int], finetune: int = 0, merge_negatio
     """
     from bnnx.analysis import plots
     from bnnx.analysis.signs import SIGNS_FILE
-    from bnnx.train.services import read_run_config
+    from bnnx.train.restore import read_run_config
     from bnnx.data import load_dataset
 
     run_dir = Path(run_dir)
@@ -52,18 +52,21 @@ def analyze_run(run_dir: Path, bits: list[int], finetune: int = 0, merge_negatio
     result = Analysis(run_dir)
     if (run_dir / SIGNS_FILE).exists():
         result.signs = read_json(run_dir / SIGNS_FILE)
+    dataset = load_dataset(config.dataset)
+    kernels = has_binary_3x3_convs(config, dataset)
+    if not kernels:
+        check(result.signs is not None, f"nothing to analyze in {run_dir}: {config.model.name} has no binary 3x3 "
+                                        "conv layers and the run has no signs.json (train with analysis.signs=true)")
+    restored = restore_run(config, run_dir, dataset) if kernels else None  # read everything before writing
+    if result.signs is not None:
         result.figures += [plots.plot_flips(result.signs, run_dir / "flips.png"),
                            plots.plot_agreement(result.signs, run_dir / "sign_agreement.png")]
     else:
         result.notes.append("no signs.json: train with analysis.signs=true to track sign flips")
-    dataset = load_dataset(config.dataset)
-    if not has_binary_3x3_convs(config, dataset):
-        check(result.signs is not None, f"nothing to analyze in {run_dir}: {config.model.name} has no binary 3x3 "
-                                        "conv layers and the run has no signs.json (train with analysis.signs=true)")
+    if not kernels:
         result.notes.append(f"{config.model.name} has no binary 3x3 conv layers: only sign statistics are reported")
         return result
-    experiment, state = restore_run(config, run_dir, dataset)
-    _kernel_analysis(result, experiment, state, bits, finetune, merge_negation, on_qbn_result)
+    _kernel_analysis(result, *restored, bits, finetune, merge_negation, on_qbn_result)
     return result
 
 
@@ -83,11 +86,13 @@ def restore_run(config, run_dir: Path, dataset=None):
     from bnnx.errors import CheckpointError
     from bnnx.train.checkpoint import Checkpoints
     from bnnx.train.experiment import build_experiment
+    from bnnx.train.loop import train
 
     checkpoints = Checkpoints(run_dir)
     check(checkpoints.exists(), f"{run_dir} has no checkpoint: kernel patterns and QBN need trained weights",
           CheckpointError)
-    experiment = build_experiment(config, dataset=dataset)
+    # the run's own folder, so what its method saved there (ILB's sensitivity.json) is reused
+    experiment = build_experiment(config, run_dir=run_dir, dataset=dataset, train_run=train)
     try:
         state, _ = checkpoints.restore(experiment.state)
     finally:

@@ -134,7 +134,7 @@ def finetune_real(tuner, trained_state, params, epochs: int):
 def run_qbn(experiment, state, bits: list[int], merge_negation: bool = False, finetune: int = 0,
             on_result=None) -> dict:
     """Accuracy vs bits per weight for each b in `bits`; the content of qbn.json."""
-    from bnnx.train.loop import evaluate
+    from bnnx.train.step import evaluate
 
     check(all(1 <= b <= MAX_CODEBOOK_BITS for b in bits), f"codebook bits must be in 1..{MAX_CODEBOOK_BITS} (got {bits})")
     baseline = evaluate(experiment, state)["test_accuracy"]

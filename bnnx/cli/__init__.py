@@ -13,8 +13,26 @@ import typer
 
 from bnnx.errors import BnnxError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="bnnx: train binarized and ternary neural networks, reproduce the papers' tables.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        try:
+            version = metadata.version("bnnx")
+        except metadata.PackageNotFoundError:
+            version = "unknown (not installed)"
+        typer.echo(f"bnnx {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print bnnx's version and exit.")) -> None:
+    """bnnx: train binarized and ternary neural networks, reproduce the papers' tables."""
 
 
 def user_errors(command):

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bnnx.errors import ConfigError
+from bnnx.resources import conf_dir
 
-CONF_DIR = Path(os.environ.get("BNNX_CONF", Path(__file__).resolve().parents[2] / "conf"))
+CONF_DIR = conf_dir()
 GROUPS = ("method", "model", "dataset")
 
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def complete_override(incomplete: str) -> list[str]:
+    """Shell completion of a `bnnx train` override: a group's options after `group=`, else the
+    groups and top-level keys."""
+    key, equal, value = incomplete.partition("=")
+    if equal and key in GROUPS:
+        return [f"{key}={option}" for option in group_options(key) if option.startswith(value)]
+    if equal:
+        return []
+    return [f"{name}=" for name in _top_level_keys() if name.startswith(incomplete)]
 
 
 def _top_level_keys() -> list[str]:
@@ -73,6 +84,6 @@ def config_yaml(overrides: list[str]) -> str:
 
 def load_run_config(run_dir: Path):
     """The typed config a run recorded in its config.yaml (one-line error if it is not a run)."""
-    from bnnx.train.services import read_run_config
+    from bnnx.train.restore import read_run_config
 
     return read_run_config(run_dir)

@@ -13,7 +13,8 @@ import typer
 
 from bnnx.cli import app, user_errors
 
-SWEEP_HELP = """Run every cell × seed of a sweep file (sweeps/*.yaml) as ordinary training runs.
+SWEEP_HELP = """Run every cell × seed of a sweep file (sweeps/*.yaml, or a bundled table's name such as
+bnew_cifar) as ordinary training runs.
 
 Each run goes to <out>/<cell>/seed<N> (default out: sweep_runs/<sweep>-<preset>). Rerunning the
 same command skips completed runs and resumes or restarts the others; sweep.json records every
@@ -36,6 +37,20 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
     return out
 
 
+def resolve_sweep_file(name_or_path: Path) -> Path:
+    """A sweep file's path, or the bundled paper table of that name (`bnnx sweep bnew_cifar`)."""
+    from bnnx.errors import ConfigError
+    from bnnx.resources import bundled_sweeps, sweeps_dir
+
+    if name_or_path.exists() or name_or_path.suffix or len(name_or_path.parts) > 1:
+        return name_or_path
+    bundled = sweeps_dir() / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise ConfigError(f"no sweep file {name_or_path} and no bundled sweep of that name; "
+                      f"bundled: {', '.join(bundled_sweeps())}")
+
+
 def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, use, options) -> str:
     parts = ["bnnx sweep", str(sweep_file), f"--preset {preset}"]
     parts += [f"--seeds {seeds}"] if seeds else []
@@ -50,7 +65,8 @@ def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, us
 @app.command(help=SWEEP_HELP)
 @user_errors
 def sweep(
-    sweep_file: Path = typer.Argument(..., help="A sweep file, e.g. sweeps/bnew_cifar.yaml."),
+    sweep_file: Path = typer.Argument(..., help="A sweep file, e.g. sweeps/bnew_cifar.yaml, or a bundled one's "
+                                                "name, e.g. bnew_cifar."),
     preset: str = typer.Option("cpu", "--preset", help="smoke | cpu | paper (see the sweep file)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 instead of the preset's."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at a time (joblib processes)."),
@@ -65,6 +81,7 @@ def sweep(
     from bnnx.cli.compose import compose_config
     from bnnx.sweeps import load_spec, make_launcher, run_sweep
 
+    sweep_file = resolve_sweep_file(sweep_file)
     spec = load_spec(sweep_file)
     spec.preset(preset)
     out = out or Path("sweep_runs") / f"{spec.name}-{preset}"

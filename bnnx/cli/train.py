@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from bnnx.cli import app, user_errors
-from bnnx.cli.compose import GROUPS, compose_config, config_yaml, group_options
+from bnnx.cli.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
 
 
 def _groups_help() -> str:
@@ -33,7 +33,8 @@ metrics.jsonl, summary.json, checkpoints/. Exit codes: 0 completed, 2 bad input,
 @app.command(help=TRAIN_HELP)
 @user_errors
 def train(
-    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value)."),
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value).",
+                                                    autocompletion=complete_override),
     cfg: Optional[str] = typer.Option(None, "--cfg", help="'job': print the resolved config and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):

@@ -12,6 +12,7 @@ have. Images stay uint8; `normalize` runs inside the jitted step.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Sequence
@@ -20,7 +21,13 @@ import numpy as np
 from PIL import Image
 
 from bnnx.data.base import Batch, pad_batch
-from bnnx.data.tfds_source import decode_image
+
+
+def decode_image(encoded: bytes, mode: str | None = None) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 (H, W, C); `mode` ("RGB") converts grayscale/CMYK images."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        array = np.asarray(image.convert(mode) if mode and image.mode != mode else image, np.uint8)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:

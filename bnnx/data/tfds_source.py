@@ -9,14 +9,13 @@ prepares it: nothing here touches the network.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bnnx.data.base import ArrayDataset, normalizer, random_crop_flip
+from bnnx.data.streaming import StreamingDataset, decode_image
 from bnnx.errors import DataNotFoundError
 
 # what `bnnx data prepare NAME` needs for each set (see bnnx/data/builders.py)
@@ -130,13 +129,6 @@ def decode_split(builder, split: str, chunk: int = 4096) -> tuple[np.ndarray, np
     return np.stack(images), np.asarray(labels, np.int32)
 
 
-def decode_image(encoded: bytes, mode: str | None = None) -> np.ndarray:
-    """PNG/JPEG bytes -> uint8 (H, W, C); `mode` ("RGB") converts grayscale/CMYK images."""
-    with Image.open(io.BytesIO(encoded)) as image:
-        array = np.asarray(image.convert(mode) if mode and image.mode != mode else image, np.uint8)
-    return array[..., None] if array.ndim == 2 else array
-
-
 def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images on the 0..1 scale, exact, from per-channel
     histograms (no float copy of the whole set)."""
@@ -153,8 +145,6 @@ def channel_statistics(images: np.ndarray, chunk: int = 4096) -> tuple[list[floa
 
 
 def load_imagenet(builder, config):
-    from bnnx.data.streaming import StreamingDataset
-
     return StreamingDataset(
         config.name, data_source(builder, "train", decode_images=False),
         data_source(builder, TEST_SPLIT[config.name], decode_images=False),

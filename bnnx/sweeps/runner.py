@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from bnnx.errors import ConfigError, DataNotFoundError
-from bnnx.io import read_json, write_json, write_text
+from bnnx.io import check_writable, read_json_object, write_json, write_text
+from bnnx.lock import FolderLock, is_locked
+from bnnx.sweeps.folders import check_run_folders, check_yaml_file
 from bnnx.sweeps.launchers import LocalLauncher
 from bnnx.sweeps.plan import Run, compose_runs, plan_runs, waves
 from bnnx.sweeps.progress import SweepProgress
@@ -59,7 +61,7 @@ def disk_status(run: Run) -> str:
     summary = run.run_dir / "summary.json"
     if summary.exists():
         try:
-            return str(read_json(summary).get("status", "partial"))
+            return str(read_json_object(summary).get("status", "partial"))
         except ValueError:
             return "partial"
     return "partial" if run.run_dir.exists() else "pending"
@@ -102,15 +104,13 @@ def first_difference(mine: dict, theirs: dict, prefix: str = "") -> tuple[str, o
 
 def check_recorded_configs(runs: list[Run], configs: dict) -> None:
     """A folder that holds a run of another config must not be resumed or counted as this one."""
-    import yaml
-
     from bnnx.config import config_to_dict
 
     for run in runs:
         recorded = run.run_dir / "config.yaml"
         if run.provided or not recorded.exists():
             continue
-        theirs = yaml.safe_load(recorded.read_text()) or {}
+        theirs = check_yaml_file(recorded)
         mine = config_to_dict(configs[run.id])
         for config in (mine, theirs):  # where and how a run continues is not what it computes
             config.pop("out_dir", None)
@@ -130,7 +130,7 @@ class SweepIndex:
 
     def __init__(self, sweep_dir: Path, spec: SweepSpec, preset: str, runs: list[Run], command: str, launcher: str):
         self.path = Path(sweep_dir) / INDEX_FILE
-        old = read_json(self.path) if self.path.exists() else {}
+        old = read_json_object(self.path) if self.path.exists() else {}
         self.data = {"sweep": spec.name, "title": spec.title, "preset": preset, "command": command,
                      "created": old.get("created", _now()), "updated": _now(), "launcher": launcher,
                      "machine": machine_info(), "runs": []}
@@ -162,7 +162,7 @@ def check_sweep_folder(sweep_dir: Path, spec: SweepSpec, preset: str) -> None:
     """A sweep folder holds one sweep under one preset."""
     path = Path(sweep_dir) / INDEX_FILE
     if path.exists():
-        old = read_json(path)
+        old = read_json_object(path)
         if (old.get("sweep"), old.get("preset")) != (spec.name, preset):
             raise ConfigError(f"{sweep_dir} holds sweep '{old.get('sweep')}' with preset '{old.get('preset')}'; "
                               f"choose another --out for '{spec.name}' with preset '{preset}'")
@@ -199,7 +199,7 @@ def prepare_job(run: Run, config, sweep_dir: Path) -> dict:
     from bnnx.config import config_to_dict
 
     resume = has_checkpoint(run.run_dir)
-    if not resume and run.run_dir.exists():
+    if not resume and run.run_dir.exists() and not is_locked(run.run_dir):  # a live writer's run fails, intact
         if Path(sweep_dir).absolute() not in run.run_dir.parents:
             raise ConfigError(f"refusing to clean {run.run_dir}: it is outside the sweep folder")
         shutil.rmtree(run.run_dir)
@@ -209,19 +209,35 @@ def prepare_job(run: Run, config, sweep_dir: Path) -> dict:
 def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], object], sweep_dir: Path, *,
               spec_text: str, seeds=None, only=None, provided=None, launcher=None, quiet: bool = True,
               command: str = "") -> SweepResult:
-    """Validate the whole sweep (every run composes, folders agree), then run what is not done."""
+    """Validate the whole sweep (every run composes, folders agree and read back), then run what is
+    not done. The sweep folder's lock is held throughout: a second sweep of it is refused."""
     sweep_dir = Path(sweep_dir).absolute()
+    check_writable(sweep_dir, "sweep folder")
+    created = not sweep_dir.exists()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FolderLock(sweep_dir, "--out sweep"):
+            return _validate_and_run(spec, preset, compose, sweep_dir, spec_text=spec_text, seeds=seeds, only=only,
+                                     provided=provided, launcher=launcher, quiet=quiet, command=command)
+    except BaseException:
+        if created and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
+            sweep_dir.rmdir()  # a refused sweep leaves no folder behind
+        raise
+
+
+def _validate_and_run(spec, preset, compose, sweep_dir, *, spec_text, seeds, only, provided, launcher, quiet,
+                      command) -> SweepResult:
     check_sweep_folder(sweep_dir, spec, preset)
     runs = plan_runs(spec, preset, sweep_dir, seeds, only, provided)
     configs = compose_runs(runs, compose, spec.name)
     check_recorded_configs(runs, configs)
+    check_run_folders(runs)
     launcher = launcher or LocalLauncher()
     launcher.check()
     problems = data_problems(configs)
     if problems:
         raise DataNotFoundError(next(iter(problems.values())))
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     write_text(sweep_dir / SPEC_FILE, spec_text)
     index = SweepIndex(sweep_dir, spec, preset, runs, command, launcher.name)
     index.save()

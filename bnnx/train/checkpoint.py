@@ -65,22 +65,33 @@ class Checkpoints:
 
     def restore(self, state) -> tuple[Any, dict]:
         """Restore the latest checkpoint into the structure of `state`."""
+        target = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), state_tree(state))
+        tree, position = self._restore_latest(target)
+        _check_same_structure(target, tree)
+        return state.replace(**tree), position
+
+    def restore_tree(self) -> tuple[dict, dict]:
+        """The latest checkpoint as saved (a dict of STATE_FIELDS, NumPy leaves) and its position:
+        its structure comes from the checkpoint itself, so nothing has to be built to read it."""
+        tree, position = self._restore_latest(None)
+        missing = [name for name in STATE_FIELDS if name not in tree]
+        if missing:
+            raise CheckpointError(f"checkpoint in {self.directory} lacks {', '.join(missing)}")
+        return tree, position
+
+    def _restore_latest(self, target) -> tuple[dict, dict]:
         ocp = self._ocp
         if not self.exists():
             raise CheckpointError(f"no checkpoint to resume in {self.directory.parent}")
         step = self.manager.latest_step()
-        target = jax.tree.map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), state_tree(state))
+        state_args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target), position=ocp.args.JsonRestore()))
-            tree, position = restored["state"], dict(restored["position"])
-            _check_same_structure(target, tree)
-        except CheckpointError:
-            raise
+                state=state_args, position=ocp.args.JsonRestore()))
+            return dict(restored["state"]), dict(restored["position"])
         except Exception as error:  # orbax raises many types for damaged files
             first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"checkpoint {self.directory / str(step)} is corrupt or incompatible: {first_line}")
-        return state.replace(**tree), position
 
     def close(self):
         if self._manager is not None:

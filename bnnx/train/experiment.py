@@ -14,8 +14,10 @@ from bnnx.layers import LayerRecord, param_labels, record_layers
 from bnnx.methods.base import MethodContext, Recipe
 from bnnx.models import build_model
 from bnnx.train.losses import CrossEntropy
+from bnnx.train.services import RunServices
 from bnnx.train.state import TrainState, create_state, init_variables
 from bnnx.train.step import make_eval_step, make_train_step
+from bnnx.train.teacher import load_teacher_loss
 
 
 @dataclasses.dataclass
@@ -39,9 +41,10 @@ def example_input(dataset) -> jnp.ndarray:
     return jnp.zeros((1, *dataset.input_shape), jnp.float32)
 
 
-def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=None) -> Experiment:
-    from bnnx.train.services import RunServices
-
+def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=None,
+                     train_run: Callable | None = None) -> Experiment:
+    """`train_run` (bnnx.train.loop.train) trains the sub-runs a method may need while it is built
+    (ILB's sensitivity probes); the loop passes it, so this module never imports the loop."""
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
     model = build_model(config.trained_model, dataset.num_classes)
     example = example_input(dataset)
@@ -50,7 +53,7 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
     context = MethodContext(
         layers=layers, labels=param_labels(variables["params"], variables.get("quant", {})),
         steps_per_epoch=dataset.steps_per_epoch(config.batch_size), epochs=config.epochs, seed=config.seed,
-        run_dir=run_dir, services=RunServices(config, dataset, model, variables))
+        run_dir=run_dir, services=RunServices(config, dataset, model, variables, train_run))
     recipe = config.method.build(context)
     state = recipe.init_state(create_state(model, variables, recipe.tx, config.seed))
     loss = build_loss(config, dataset)
@@ -63,6 +66,4 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
 def build_loss(config: TrainConfig, dataset):
     if config.distill.teacher is None:
         return CrossEntropy()
-    from bnnx.train.teacher import load_teacher_loss
-
     return load_teacher_loss(config, dataset)

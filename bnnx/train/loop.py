@@ -9,68 +9,28 @@ checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from bnnx.config import TrainConfig, config_to_dict
-from bnnx.errors import ConfigError
-from bnnx.io import read_jsonl, write_json, write_jsonl, write_text
+from bnnx.io import check_writable, write_json, write_jsonl, write_text
+from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.progress import Progress
+from bnnx.train.rundir import RunResult, check_run_dir, default_run_dir, prepare_run_dir, rows_before  # noqa: F401 (API)
+from bnnx.train.step import evaluate, zero_sums
 from bnnx.summary import run_precision
 from bnnx.train.provenance import versions
 from bnnx.timing import curve_from_rows, time_to_plateau
-
-EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 3, 130
-RESULT_FILES = ("summary.json", "metrics.jsonl", "checkpoints")
-
-
-@dataclasses.dataclass
-class RunResult:
-    run_dir: Path
-    summary: dict
-    metrics: list[dict]
-
-    @property
-    def status(self) -> str:
-        return self.summary["status"]
-
-    @property
-    def exit_code(self) -> int:
-        return {"completed": EXIT_OK, "diverged": EXIT_DIVERGED}.get(self.status, EXIT_INTERRUPTED)
-
-
-def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = root / f"{stamp}-{config.method.name}-{config.model.name}-{config.dataset.name}"
-    candidate, n = base, 1
-    while candidate.exists():
-        candidate, n = Path(f"{base}-{n}"), n + 1
-    return candidate
-
-
-def prepare_run_dir(config: TrainConfig) -> Path:
-    run_dir = Path(config.out_dir) if config.out_dir else default_run_dir(config)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"out_dir {run_dir} is a file, not a folder")
-    has_results = run_dir.is_dir() and any((run_dir / name).exists() for name in RESULT_FILES)
-    if config.resume and not has_results:
-        raise ConfigError(f"nothing to resume in {run_dir}: it holds no run")
-    if has_results and not config.resume:
-        raise ConfigError(f"out_dir {run_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 class _Interrupt:
@@ -92,32 +52,25 @@ def _catch_interrupts():
             signal.signal(sig, old)
 
 
-def _zero_sums():
-    return {"loss": 0.0, "correct": 0.0, "count": 0.0}
-
-
-def evaluate(experiment: Experiment, state) -> dict[str, float]:
-    sums = {**_zero_sums(), "correct5": 0.0}
-    for batch in experiment.dataset.test_batches(experiment.config.eval_batch_size):
-        batch_sums = experiment.eval_step(state, batch)
-        sums = {k: sums[k] + batch_sums[k] for k in sums}
-    sums = jax.device_get(sums)
-    count = max(float(sums["count"]), 1.0)
-    return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count,
-            "test_top5_accuracy": float(sums["correct5"]) / count}
-
-
 def train(config: TrainConfig, *, quiet: bool = True, dataset=None) -> RunResult:
-    """Train one run as configured; returns its summary. The Python API behind `bnnx train`."""
-    run_dir = prepare_run_dir(config)
-    fresh = not any(run_dir.iterdir())
+    """Train one run as configured; returns its summary. The Python API behind `bnnx train`.
+
+    The process holds the run folder's lock (bnnx.lock) from before its first check to its
+    last write, so a second writer of the same folder is refused while this one lives."""
+    run_dir = Path(config.out_dir) if config.out_dir else default_run_dir(config)
+    check_run_dir(config, run_dir)
+    check_writable(run_dir, "out_dir")
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        experiment = build_experiment(config, run_dir, dataset)
+        with FolderLock(run_dir):
+            check_run_dir(config, run_dir)  # again, now that no one else can write it
+            experiment = build_experiment(config, run_dir, dataset, train_run=train)
+            return Trainer(experiment, run_dir, quiet).run()
     except BaseException:
-        if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # leave no empty folder behind a run that never started
         raise
-    return Trainer(experiment, run_dir, quiet).run()
 
 
 class Trainer:
@@ -131,8 +84,14 @@ class Trainer:
 
     def run(self) -> RunResult:
         started = time.time()
-        state, position, rows = self._start()
+        try:
+            state, position, rows = self.start()
+        except BaseException:
+            self.checkpoints.close()
+            raise
         write_text(self.run_dir / "config.yaml", _yaml(config_to_dict(self.config)))
+        if self.config.resume:  # the record of the epochs resumed, without rows or lines past them
+            write_jsonl(self.run_dir / "metrics.jsonl", rows)
         status = "completed"
         try:
             with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.exp.steps_per_epoch, self.quiet) as bar:
@@ -149,14 +108,15 @@ class Trainer:
             observer.finish(self.run_dir)
         return RunResult(self.run_dir, summary, rows)
 
-    def _start(self):
+    def start(self):
+        """(state, position, rows) to run from: the checkpoint's, with metrics.jsonl's rows of the
+        epochs it has done, or a fresh start. Reads only: a refused resume changes no file."""
         state = self.exp.state
         if self.config.resume:
             state, position = self.checkpoints.restore(state)
-            rows = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r["epoch"] < position["epoch"]]
-            return state, position, rows
+            return state, position, rows_before(self.run_dir, position["epoch"])
         state = self.exp.recipe.prepare(state)
-        return state, {"epoch": 0, "batch": 0, "sums": _zero_sums(), "wall_time_s": 0.0}, []
+        return state, {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}, []
 
     def _epoch(self, state, position, rows, interrupt, bar):
         epoch, start = position["epoch"], position["batch"]
@@ -191,7 +151,7 @@ class Trainer:
         rows.append(row)
         write_jsonl(self.run_dir / "metrics.jsonl", rows)
         bar.end_epoch(row)
-        position = {**position, "epoch": epoch + 1, "batch": 0, "sums": _zero_sums()}
+        position = {**position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
         if (epoch + 1) % self.config.checkpoint_every == 0 or epoch + 1 == self.config.epochs:
             self.checkpoints.save(state, position)
         return state, position, "completed"

@@ -59,3 +59,19 @@ def make_eval_step(normalize: Callable, runtime: Callable):
         return {**sums, "correct5": top_k_correct(logits, labels, weights)}
 
     return jax.jit(eval_step)
+
+
+def zero_sums() -> dict[str, float]:
+    return {"loss": 0.0, "correct": 0.0, "count": 0.0}
+
+
+def evaluate(experiment, state) -> dict[str, float]:
+    """Test loss, top-1 and top-5 accuracy of `state` over the experiment's whole test split."""
+    sums = {**zero_sums(), "correct5": 0.0}
+    for batch in experiment.dataset.test_batches(experiment.config.eval_batch_size):
+        batch_sums = experiment.eval_step(state, batch)
+        sums = {k: sums[k] + batch_sums[k] for k in sums}
+    sums = jax.device_get(sums)
+    count = max(float(sums["count"]), 1.0)
+    return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count,
+            "test_top5_accuracy": float(sums["correct5"]) / count}

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from bnnx.errors import BnnxError, ConfigError, check
 from bnnx.train.losses import Distillation
-from bnnx.train.services import read_run_config, restore_run
+from bnnx.train.restore import read_run_config, restore_run
 
 
 def load_teacher_loss(config, dataset) -> Distillation:
