@@ -130,6 +130,20 @@ def test_report_md_begins_with_command_date_machine_and_preset(tmp_path):
     assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_scheduled_values_are_collected_per_run_and_plotted(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    write_report(root)
+    assert not (root / "schedules.png").exists()  # no run logged a scheduled value
+    rows = [{"epoch": e, "test_accuracy": 0.5, "epoch_time_s": 1.0, "lr": 1e-3 / (e + 1), "beta": 10.0**e,
+             "binary_layers": ["a"]} for e in range(3)]
+    write_jsonl(root / "scratch/a/seed0/metrics.jsonl", rows)
+    results = collect(root)
+    # numbers only (a list of layer names is no schedule); runs without them contribute nothing
+    assert results.schedules["scratch/a"] == [{"beta": [1.0, 10.0, 100.0], "lr": [1e-3, 5e-4, pytest.approx(1e-3 / 3)]}, {}]
+    write_report(root)
+    assert (root / "schedules.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bnew_layout_is_the_posters(tmp_path):
     spec = yaml.safe_load((SWEEPS / "bnew_cifar.yaml").read_text())
     root = fake_sweep(tmp_path / "bnew", spec, {"ste/nokd/cifar10": {0: ("completed", [0.843], [0.1])}}, preset="paper", seeds=(0,))

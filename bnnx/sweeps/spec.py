@@ -124,6 +124,15 @@ class SweepSpec:
                 out.append(Cell("/".join(v.key for v in combo), tuple((a.name, v) for a, v in zip(self.axes, combo))))
         return out
 
+    def combos(self, axes: tuple[str, ...]) -> list[tuple[tuple[str, AxisValue], ...]]:
+        """Every combination of the values of `axes` (table rows or columns), as (axis, value) pairs."""
+        return [tuple(zip(axes, values)) for values in itertools.product(*(self.axis(a).values for a in axes))]
+
+    def cell_key(self, row, column) -> str | None:
+        """The key of the cell at a table row and column (None where excluded)."""
+        keys = {axis: value.key for axis, value in row + column}
+        return None if self.is_excluded(keys) else "/".join(keys[a.name] for a in self.axes)
+
     def cell(self, key: str) -> Cell:
         for cell in self.cells():
             if cell.key == key:
