@@ -258,13 +258,31 @@ def test_rpr_constrains_round_ff_n_and_repartitions_each_epoch(compose, digits):
 
 
 def test_rpr_freezing_fraction_and_lr_schedule(compose):
-    method = compose("method=rpr", "epochs=10").method
+    method = compose("method=rpr", "epochs=10", "method.initial_fraction=0.2", "method.final_fraction=0.2",
+                     "method.lr_drop_at=0.5").method
     assert [method.freezing_fraction_at(e, 10) for e in range(10)] == [
         0.9, 0.9, 0.95, 0.95, 0.975, 0.975, 0.9875, 0.9875, 1.0, 1.0]
     lr = method.phase_lr_schedule(10, steps_per_epoch=6)
-    # each FF phase (12 steps): 1e-3 for half, then 1e-4; final phase (12 steps): thirds at 1×, 0.1×, 0.01×
-    assert [float(lr(t)) for t in (0, 5, 6, 11, 12, 47, 48, 51, 52, 55, 56, 59)] == pytest.approx(
-        [1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    # initial phase (12 steps) at 1e-3; each later FF phase (12 steps): 1e-3 for half, then 1e-4;
+    # final phase (12 steps): thirds at 1×, 0.1×, 0.01×
+    assert [float(lr(t)) for t in (0, 6, 11, 12, 17, 18, 23, 47, 48, 51, 52, 55, 56, 59)] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_rpr_default_is_the_papers_schedule_at_112_epochs(compose):
+    """37 epochs at FF 0.9, then 15 each at 0.95, 0.975, 0.9875 (lr ×0.1 after 10), 30 at FF 1."""
+    method = compose("method=rpr").method
+    assert method.phase_ends(112) == [37, 52, 67, 82, 112]
+    lr = method.phase_lr_schedule(112, steps_per_epoch=1)
+    epochs = (0, 36, 37, 46, 47, 51, 52, 61, 62, 66, 67, 76, 77, 81, 82, 91, 92, 101, 102, 111)
+    assert [float(lr(e)) for e in epochs] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4,
+         1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_rpr_quantizes_shortcut_projections(compose):
+    model = compose("method=rpr", "model=resnet18").trained_model
+    assert model.real_roles == ("first", "last") and not model.binary_activations
 
 
 def test_rpr_quantizer_levels_match_the_model_quantizers():

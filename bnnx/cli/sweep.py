@@ -100,7 +100,7 @@ def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
     typer.echo(f"{len(runs)} runs compose; launcher {runner.name}; out {out}")
 
 
-@app.command(help="Write report.md, report.csv , curves.png and schedules.png for a sweep folder and print the table.")
+@app.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
 @user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
     from bnnx.report import write_report
