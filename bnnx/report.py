@@ -232,6 +232,9 @@ def _footer(spec: SweepSpec) -> str:
     text = ("Each cell: mean ± sample std over seeds (n completed runs; n/N when some are not done), "
             "the paper's number and Δ = ours − paper, left blank where the preset runs a small analog "
             "in place of the paper's setting (a renamed row or column). `—`: no such cell in the paper. ")
+    if spec.deviations:
+        text += "\n\nDeviations from the paper (and where each choice comes from):\n\n" + "\n".join(
+            f"- {d.what} (source: {d.source})" for d in spec.deviations)
     return text + (f"\n\n{spec.notes}" if spec.notes else "")
 
 

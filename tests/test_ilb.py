@@ -95,6 +95,10 @@ def ilb_method(*overrides):
     return compose_config(["method=ilb", *overrides]).method
 
 
+def test_all_binary_is_the_fully_binary_baseline(base):
+    assert binarization_sequence(ilb(base, "method.all_binary=true"), base.state) == [LAYERS] * 10
+
+
 def test_reverse_order(base):
     assert binarization_sequence(ilb(base, "method.order=reverse"), base.state) == stages(LAYERS[::-1])
 

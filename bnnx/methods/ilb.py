@@ -28,7 +28,8 @@ sensitive) layer first: our reading of the code's guided order, `ascend` (ascend
 sensitivity; its ImageNet and CIFAR scripts use it), which neither the abstract nor the code
 defines in words; `false` is the code's `descend`.
 The ranking goes to `<run dir>/sensitivity.json` and is reused when present; `ranking` gives
-one explicitly.
+one explicitly. `all_binary` binarizes every layer from the start with the same optimizer and
+model: the code's `all_binary=True` baseline.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class ILB(MethodConfig):
     weight_decay: float = 1e-4
     latent_clip: float = 1.0
     order: str = "forward"
+    all_binary: bool = False  # every layer binary from the start: the paper's fully binary baseline
     epochs_per_layer: int | None = None
     final_fraction: float | None = None  # with epochs_per_layer unset: the fully binary stage's share
     lr_milestones: tuple[float, ...] = ()  # fractions of the run where the lr drops ×0.1
@@ -142,9 +144,9 @@ class ILB(MethodConfig):
 
     def build(self, ctx: MethodContext) -> Recipe:
         order = self.layer_order(ctx)
-        per_layer = self.stage_epochs(len(order), ctx.epochs)
+        per_layer = 1 if self.all_binary else self.stage_epochs(len(order), ctx.epochs)
         binary_from = {**{name: 0 for name in self.initial_binary},
-                       **{name: k * per_layer for k, name in enumerate(order)}}  # name -> epoch
+                       **{name: 0 if self.all_binary else k * per_layer for k, name in enumerate(order)}}  # -> epoch
         inner = self.inner_method.build(ctx) if self.inner_method else None
         tx = inner.tx if inner else self.binaryconnect_tx(
             ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()})
