@@ -99,6 +99,12 @@ def test_all_binary_is_the_fully_binary_baseline(base):
     assert binarization_sequence(ilb(base, "method.all_binary=true"), base.state) == [LAYERS] * 10
 
 
+def test_one_shot_has_ilbs_fully_binary_phase(base):
+    # ILB with final_fraction 0.4 is fully binary from epoch 6; one_shot: nothing binary before, all from 6
+    sequence = binarization_sequence(ilb(base, "method.one_shot=true", "method.final_fraction=0.4"), base.state)
+    assert sequence == [[]] * 6 + [LAYERS] * 4
+
+
 def test_reverse_order(base):
     assert binarization_sequence(ilb(base, "method.order=reverse"), base.state) == stages(LAYERS[::-1])
 

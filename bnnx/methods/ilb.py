@@ -29,7 +29,9 @@ sensitivity; its ImageNet and CIFAR scripts use it), which neither the abstract 
 defines in words; `false` is the code's `descend`.
 The ranking goes to `<run dir>/sensitivity.json` and is reused when present; `ranking` gives
 one explicitly. `all_binary` binarizes every layer from the start with the same optimizer and
-model: the code's `all_binary=True` baseline.
+model: the code's `all_binary=True` baseline. `one_shot` keeps every layer real until the ordered
+schedule would be fully binary and then binarizes them all at once: a baseline with the same
+fully binary phase as ILB's, so that the gradual binarization is the only difference.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class ILB(MethodConfig):
     latent_clip: float = 1.0
     order: str = "forward"
     all_binary: bool = False  # every layer binary from the start: the paper's fully binary baseline
+    one_shot: bool = False  # every layer binary at once, when the ordered schedule ends: equal binary phase
     epochs_per_layer: int | None = None
     final_fraction: float | None = None  # with epochs_per_layer unset: the fully binary stage's share
     lr_milestones: tuple[float, ...] = ()  # fractions of the run where the lr drops ×0.1
@@ -144,13 +147,22 @@ class ILB(MethodConfig):
 
     def build(self, ctx: MethodContext) -> Recipe:
         order = self.layer_order(ctx)
-        per_layer = 1 if self.all_binary else self.stage_epochs(len(order), ctx.epochs)
         binary_from = {**{name: 0 for name in self.initial_binary},
-                       **{name: 0 if self.all_binary else k * per_layer for k, name in enumerate(order)}}  # -> epoch
+                       **dict(zip(order, self.binary_from_epochs(len(order), ctx.epochs)))}
         inner = self.inner_method.build(ctx) if self.inner_method else None
         tx = inner.tx if inner else self.binaryconnect_tx(
             ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()})
         return _schedule_recipe(tx, inner, binary_from, ctx.layers)
+
+    def binary_from_epochs(self, layers: int, epochs: int) -> list[int]:
+        """The epoch each layer of the order turns binary: k·epochs_per_layer, all 0 (all_binary),
+        or all at (n − 1)·epochs_per_layer (one_shot)."""
+        if self.all_binary:
+            return [0] * layers
+        per_layer = self.stage_epochs(layers, epochs)
+        if self.one_shot:
+            return [max(layers - 1, 0) * per_layer] * layers
+        return [k * per_layer for k in range(layers)]
 
     def lr_schedule(self, total_steps: int):
         """The method's schedule, or with `lr_milestones` the lr ×0.1 at each (MultiStepLR)."""
