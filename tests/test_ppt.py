@@ -296,3 +296,37 @@ def test_parameter_counts_follow_the_precision_masks(ppt):
     partial = count(converted.replace(quant=unflat(quant)))
     assert partial["binary_params"] == 3 + sum(math.prod(r.kernel_shape) for r in bound[1:])
     assert partial["params"] == fp["params"] == partial["binary_params"] + partial["real_params"]
+
+
+def test_resume_in_the_middle_of_an_fp_epoch_replays_the_fp_graph(compose, digits, tmp_path):
+    """Interrupted halfway through an FP epoch, a resumed run trains the rest of it with the FP
+    twin's graph (the loop picks the epoch's forward also when it resumes mid-epoch): same numbers."""
+    import signal
+
+    from bnnx.layers import FULL_PRECISION
+    from bnnx.train.loop import Trainer, prepare_run_dir
+
+    args = ("method=ppt", "epochs=4", "method.fp_fraction=0.5")
+    reference = train(compose(*args, f"out_dir={tmp_path / 'ref'}"), dataset=digits)
+
+    def run(config, stop_at=None):
+        experiment = build_experiment(config, dataset=digits)
+        step, forwards = experiment.train_step, []
+
+        def recording_step(state, batch, loss):
+            forwards.append(state.apply_fn.__self__.policy == FULL_PRECISION)
+            if len(forwards) == stop_at:
+                signal.raise_signal(signal.SIGINT)
+            return step(state, batch, loss)
+
+        experiment.train_step = recording_step
+        return Trainer(experiment, prepare_run_dir(config), quiet=True).run(), forwards
+
+    first, forwards = run(compose(*args, f"out_dir={tmp_path / 'run'}"), stop_at=STEPS + STEPS // 2)
+    assert first.status == "interrupted" and forwards == [True] * (STEPS + STEPS // 2)
+    resumed, forwards = run(compose(*args, f"out_dir={tmp_path / 'run'}", "resume=true"))
+    assert resumed.status == "completed"
+    rest = STEPS - STEPS // 2  # of epoch 1, then two binarized epochs
+    assert forwards == [True] * rest + [False] * (2 * STEPS)
+    for key in ("train_loss", "test_loss", "test_accuracy"):
+        assert [row[key] for row in resumed.metrics] == [row[key] for row in reference.metrics], key
