@@ -130,6 +130,17 @@ def test_report_md_begins_with_command_date_machine_and_preset(tmp_path):
     assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_lists_the_sweeps_deviations_with_their_sources(tmp_path):
+    deviations = [{"what": "200 epochs", "source": "not stated; the common choice"},
+                  {"what": "an MLP for the conv net", "source": "CPU analog"}]
+    root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "deviations": deviations})
+    write_report(root)
+    text = (root / "report.md").read_text()
+    assert "- 200 epochs (source: not stated; the common choice)\n- an MLP for the conv net (source: CPU analog)" in text
+    with pytest.raises(ConfigError, match=r"deviations\[0\]"):
+        collect(fake_sweep(tmp_path / "bad", spec={**FAKE, "deviations": [{"what": "x"}]}))
+
+
 def test_scheduled_values_are_collected_per_run_and_plotted(tmp_path):
     root = fake_sweep(tmp_path / "sweep")
     write_report(root)
