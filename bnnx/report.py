@@ -4,7 +4,9 @@ Reads the sweep folder (sweep.yaml, sweep.json and each run's files), and writes
 - report.md: the command, date, machine and preset, then the table with the paper's rows and
   columns, each cell "mean ± std (n)" over seeds beside the paper's number and the difference;
 - report.csv: the same table as numbers (per column: mean, std, n, paper, diff);
-- curves.png: test accuracy per epoch, mean over seeds with a ±1 std band, per cell.
+- curves.png: test accuracy per epoch, mean over seeds with a ±1 std band, per cell;
+- schedules.png: each scheduled value the runs logged per epoch (lr, BMD's β, BNEW's λ and
+  expansion, Bop's γ, RPR's freezing fraction, …), mean over seeds, per cell.
 Only completed runs count; a partial sweep reports what is done and marks the rest.
 """
 
@@ -13,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import itertools
 import math
 import statistics
 from collections import Counter
@@ -22,10 +23,11 @@ from pathlib import Path
 
 from bnnx.errors import check
 from bnnx.io import read_json_object, write_text
-from bnnx.sweeps.metrics import accuracy_curve, run_value
+from bnnx.report_plots import plot_curves, plot_schedules
+from bnnx.sweeps.metrics import accuracy_curve, run_value, scheduled_rows
 from bnnx.sweeps.parse import load_spec
 from bnnx.sweeps.runner import INDEX_FILE, SPEC_FILE
-from bnnx.sweeps.spec import AxisValue, Metric, SweepSpec
+from bnnx.sweeps.spec import Metric, SweepSpec
 
 MISSING, NOT_RECORDED, EXCLUDED = "missing", "not recorded", "—"
 NOT_REACHED = "target not reached"  # a speedup whose run never reached the reference's target
@@ -67,6 +69,8 @@ class SweepResults:
     index: dict
     stats: dict[tuple[str, str], CellStats]  # (cell key, metric name)
     curves: dict[str, list[list[float]]]  # cell key -> one accuracy curve per completed run
+    schedules: dict[str, list[dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
+    # cell key -> per completed run, each scheduled value's per-epoch series
 
 
 def _run_status(run_dir: Path) -> str:
@@ -82,17 +86,18 @@ def collect(sweep_dir: Path | str) -> SweepResults:
     runs = {(e["cell"], e["seed"]): sweep_dir / e["run_dir"] for e in index["runs"]}
     status = {key: _run_status(path) for key, path in runs.items()}
     check(any(s == "completed" for s in status.values()), f"no finished runs in {sweep_dir} yet")
-    stats, curves = {}, {}
+    stats, curves, schedules = {}, {}, {}
     for cell in sorted({c for c, _ in runs}):
         seeds = sorted(s for c, s in runs if c == cell)
         done = [s for s in seeds if status[cell, s] == "completed"]
         problems = Counter(status[cell, s] for s in seeds if status[cell, s] != "completed")
         curves[cell] = [accuracy_curve(runs[cell, s]) for s in done]
+        schedules[cell] = [scheduled_rows(runs[cell, s]) for s in done]
         for metric in spec.metrics:
             values = [_value(spec, metric, cell, s, runs, status) for s in done]
             stats[cell, metric.name] = CellStats([v * metric.scale for v in values if v is not None], len(seeds),
                                                  len(done), problems, _no_value(metric))
-    return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves)
+    return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves, schedules)
 
 
 def _no_value(metric: Metric) -> str:
@@ -110,15 +115,6 @@ def _value(spec: SweepSpec, metric: Metric, cell: str, seed: int, runs: dict, st
 
 
 # ---- the table ----------------------------------------------------------------------------
-
-def _combos(spec: SweepSpec, axes: tuple[str, ...]) -> list[tuple[tuple[str, AxisValue], ...]]:
-    return [tuple(zip(axes, values)) for values in itertools.product(*(spec.axis(a).values for a in axes))]
-
-
-def _cell_key(spec: SweepSpec, row, column) -> str | None:
-    keys = {axis: value.key for axis, value in row + column}
-    return None if spec.is_excluded(keys) else "/".join(keys[a.name] for a in spec.axes)
-
 
 def _fmt(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}".replace("-", "−")
@@ -165,7 +161,7 @@ def _diff(stats: CellStats | None, paper_mean: float | None, digits: int) -> tup
 def column_labels(results: SweepResults) -> list[tuple[str, tuple, Metric]]:
     spec, preset = results.spec, results.preset
     out = []
-    for column in _combos(spec, spec.columns):
+    for column in spec.combos(spec.columns):
         for metric in spec.metrics:
             parts = [value.label(preset) for _, value in column] + ([metric.name] if len(spec.metrics) > 1 or not column else [])
             out.append((" · ".join(parts), column, metric))
@@ -182,11 +178,11 @@ def build_table(results: SweepResults) -> tuple[list[str], list[list[str]], list
         md_header += [f"{label}: ours", "paper", "Δ"]
         csv_header += [f"{label} {part}" for part in ("mean", "std", "n", "paper", "diff")]
     md_rows, csv_rows = [], []
-    for row in _combos(spec, spec.rows):
+    for row in spec.combos(spec.rows):
         names = [value.label(preset) for _, value in row]
         md_row, csv_row = list(names), list(names)
         for _, column, metric in columns:
-            key = _cell_key(spec, row, column)
+            key = spec.cell_key(row, column)
             if key is None:
                 md_row += [EXCLUDED, EXCLUDED, ""]
                 csv_row += ["", "", "", "", ""]
@@ -236,11 +232,15 @@ def _footer(spec: SweepSpec) -> str:
     text = ("Each cell: mean ± sample std over seeds (n completed runs; n/N when some are not done), "
             "the paper's number and Δ = ours − paper, left blank where the preset runs a small analog "
             "in place of the paper's setting (a renamed row or column). `—`: no such cell in the paper. ")
+    if spec.deviations:
+        text += "\n\nDeviations from the paper (and where each choice comes from):\n\n" + "\n".join(
+            f"- {d.what} (source: {d.source})" for d in spec.deviations)
     return text + (f"\n\n{spec.notes}" if spec.notes else "")
 
 
 def write_report(sweep_dir: Path | str, command: str = "bnnx report") -> tuple[SweepResults, str]:
-    """Write report.md, report.csv and curves.png into the sweep folder; returns the table text."""
+    """Write report.md, report.csv, curves.png and (when the runs logged any) schedules.png into
+    the sweep folder; returns the table text."""
     results = collect(sweep_dir)
     md_header, md_rows, csv_header, csv_rows = build_table(results)
     table = markdown_table(md_header, md_rows)
@@ -249,44 +249,5 @@ def write_report(sweep_dir: Path | str, command: str = "bnnx report") -> tuple[S
     csv.writer(buffer).writerows([csv_header, *csv_rows])
     write_text(results.sweep_dir / "report.csv", buffer.getvalue())
     plot_curves(results, results.sweep_dir / "curves.png")
+    plot_schedules(results, results.sweep_dir / "schedules.png")
     return results, table
-
-
-def plot_curves(results: SweepResults, path: Path) -> None:
-    """Test accuracy per epoch: one panel per table column, one line per table row (mean ± std
-    over the completed seeds, cut to the shortest curve)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    spec, preset = results.spec, results.preset
-    panels = _combos(spec, spec.columns)
-    ncols = min(len(panels), 2)
-    nrows = -(-len(panels) // ncols)
-    figure = Figure(figsize=(6 * ncols, 4 * nrows))
-    FigureCanvasAgg(figure)
-    for i, column in enumerate(panels):
-        axes = figure.add_subplot(nrows, ncols, i + 1)
-        for color, row in enumerate(_combos(spec, spec.rows)):  # one colour per table row in every panel
-            key = _cell_key(spec, row, column)
-            curves = [c for c in results.curves.get(key, []) if c] if key else []
-            if not curves:
-                continue
-            length = min(len(c) for c in curves)
-            data = np.array([c[:length] for c in curves]) * 100
-            mean, std = data.mean(axis=0), data.std(axis=0)
-            epochs = np.arange(1, length + 1)
-            label = " · ".join(v.label(preset) for _, v in row) + f" ({len(curves)})"
-            axes.plot(epochs, mean, color=f"C{color % 10}", label=label)
-            axes.fill_between(epochs, mean - std, mean + std, color=f"C{color % 10}", alpha=0.2)
-        axes.set_title(" · ".join(v.label(preset) for _, v in column) or spec.name, fontsize=9)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("test accuracy (%)")
-        axes.grid(alpha=0.3)
-        if axes.lines:
-            axes.legend(fontsize=7)
-    figure.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
-    tmp.replace(path)

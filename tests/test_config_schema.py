@@ -134,7 +134,7 @@ API_CASES = [
     (lambda: STE(lr=math.nan), "method.lr must be a finite number (got nan)"),
     (lambda: ILB(lr=-1), "method.lr must be > 0 (got -1)"),
     (lambda: BMD(beta_every=1.5), "method.beta_every must be an integer (got 1.5)"),
-    (lambda: Bop(gamma=True), "method.gamma must be a finite number (got true)"),
+    (lambda: Bop(gamma_horizon=True), "method.gamma_horizon must be a finite number (got true)"),
     (lambda: BNEW(stages=(0.5, 0.5)), "method.stages must be a list of 4 finite numbers (got (0.5, 0.5))"),
     (lambda: ModelConfig(options={"hidden": [0]}), "model.hidden[0] must be >= 1 (got 0)"),
     (lambda: ModelConfig(kernel_quantizer_args={"clip": -1}), "model.kernel_quantizer_args.clip must be > 0 (got -1)"),

@@ -57,8 +57,9 @@ def order_of(sequence) -> list[str]:
     return order
 
 
-def stages(order, per_stage=2) -> list[list[str]]:
-    return [sorted(order[:k]) for k in range(len(order) + 1) for _ in range(per_stage)]
+def stages(order, per_stage=2, epochs=10) -> list[list[str]]:
+    """Stage k (k = ⌊epoch / per_stage⌋, at most n − 1) has the first k + 1 layers of `order` binary."""
+    return [sorted(order[:min(epoch // per_stage, len(order) - 1) + 1]) for epoch in range(epochs)]
 
 
 def test_every_layer_is_binary_bound_weights_only(base):
@@ -69,7 +70,40 @@ def test_every_layer_is_binary_bound_weights_only(base):
 
 def test_forward_order_binarizes_input_to_output(base):
     sequence = binarization_sequence(ilb(base), base.state)
-    assert sequence == stages(LAYERS)  # 10 epochs, 5 stages of 2: none, D0, D0+D1, ..., all
+    assert sequence == stages(LAYERS, per_stage=2)  # 10 epochs, 4 layers: 10 // 4 = 2 per stage
+    assert sequence[0] == ["QuantDense_0"]  # the paper starts from one quantized layer
+    assert sequence[6:] == [LAYERS] * 4  # fully binary from stage 3 (epoch 6) on, with the remainder
+
+
+def test_final_fraction_gives_the_fully_binary_stage_its_share(base):
+    # 10 epochs, final 0.4: the last 4 epochs fully binary, the 3 stages before share 6 → 2 each
+    sequence = binarization_sequence(ilb(base, "method.final_fraction=0.4"), base.state)
+    assert sequence == stages(LAYERS, per_stage=2)
+    # final 0.7: 7 epochs fully binary, 3 epochs for 3 stages → 1 each
+    sequence = binarization_sequence(ilb(base, "method.final_fraction=0.7"), base.state)
+    assert sequence == stages(LAYERS, per_stage=1) and sequence[3:] == [LAYERS] * 7
+
+
+def test_lr_milestones_drop_the_lr_tenfold(base):
+    method = ilb_method("method.lr=0.1", "method.lr_milestones=[0.25,0.5]")
+    lr = method.lr_schedule(100)
+    assert [float(lr(t)) for t in (0, 24, 25, 49, 50, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def ilb_method(*overrides):
+    from bnnx.cli.compose import compose_config
+
+    return compose_config(["method=ilb", *overrides]).method
+
+
+def test_all_binary_is_the_fully_binary_baseline(base):
+    assert binarization_sequence(ilb(base, "method.all_binary=true"), base.state) == [LAYERS] * 10
+
+
+def test_one_shot_has_ilbs_fully_binary_phase(base):
+    # ILB with final_fraction 0.4 is fully binary from epoch 6; one_shot: nothing binary before, all from 6
+    sequence = binarization_sequence(ilb(base, "method.one_shot=true", "method.final_fraction=0.4"), base.state)
+    assert sequence == [[]] * 6 + [LAYERS] * 4
 
 
 def test_reverse_order(base):
@@ -98,8 +132,8 @@ def test_sensitivity_order_follows_a_saved_ranking(base, tmp_path):
 def test_initial_binary_layers_and_epochs_per_layer(base):
     recipe = ilb(base, "method.initial_binary=[QuantDense_3]", "method.epochs_per_layer=3")
     sequence = binarization_sequence(recipe, base.state)
-    assert sequence[:3] == [["QuantDense_3"]] * 3
-    assert sequence[3] == ["QuantDense_0", "QuantDense_3"] and sequence[9] == LAYERS
+    assert sequence[:3] == [["QuantDense_0", "QuantDense_3"]] * 3  # the initial layer and the order's first
+    assert sequence[3] == ["QuantDense_0", "QuantDense_1", "QuantDense_3"] and sequence[6:] == [LAYERS] * 4
 
 
 def test_composes_with_an_optimizer_level_method(base):
@@ -180,8 +214,9 @@ def test_ilb_trains_through_the_cli_and_reports_binary_layers(run_cli, tmp_path)
                            f"out_dir={tmp_path / 'run'}", "-q")
     assert code == 0, output
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [row["binary_layers"] for row in rows] == [[], ["QuantDense_1"], ["QuantDense_0", "QuantDense_1"]]
-    assert [row["num_binary_layers"] for row in rows] == [0, 1, 2]
+    assert [row["binary_layers"] for row in rows] == [["QuantDense_1"], ["QuantDense_0", "QuantDense_1"],
+                                                      ["QuantDense_0", "QuantDense_1"]]
+    assert [row["num_binary_layers"] for row in rows] == [1, 2, 2]
     # fully binary at the end: both kernels (64·32 + 32·10) binary; BN and the output bias real
     counts = read_json(tmp_path / "run" / "summary.json")["parameters"]
     assert counts == {"params": 2452, "binary_params": 2368, "ternary_params": 0, "real_params": 84}
@@ -191,6 +226,8 @@ def test_ilb_trains_through_the_cli_and_reports_binary_layers(run_cli, tmp_path)
     (["method.order=sideways"], "method.order"),
     (["method.epochs_per_layer=3"], "epochs_per_layer"),
     (["method.initial_binary=[nope]"], "nope"),
+    (["method.final_fraction=1.0"], "method.final_fraction"),
+    (["method.lr_milestones=[0.5,0.2]"], "method.lr_milestones"),
     (["method.optimizer=lbfgs"], "method.optimizer"),
 ])
 def test_bad_ilb_config_is_one_line(run_cli, overrides, words):

@@ -15,9 +15,9 @@ import pytest
 
 from bnnx.layers import flat, param_labels
 from bnnx.methods import METHODS
-from bnnx.methods.base import scheduled_values
-from bnnx.methods.bnew import bnew
-from bnnx.methods.bop import bop, flip_ratio, reset_flip_counter, step_decay
+from bnnx.methods.base import MethodContext, scheduled_values
+from bnnx.methods.bnew import bnew, ramp_growth, slope_for_expansion
+from bnnx.methods.bop import Bop, bop, flip_ratio, reset_flip_counter, step_decay
 from bnnx.methods.rpr import constrained_mask, filter_scale, quantize_levels
 from bnnx.quantizers import SignSTE, Ternary
 from bnnx.train.experiment import build_experiment
@@ -28,13 +28,13 @@ TINY = ("model.hidden=[64,64]", "checkpoint_every=100")
 BATTERY = {
     "fp": ((), 0.85),
     "ste": ((), 0.75),
-    "bmd": (("method.beta_every=2", "method.beta0=5"), 0.7),
+    "bmd": ((), 0.7),
     "bop": ((), 0.8),
-    "bnew": (("method.beta=0.003",), 0.75),
+    "bnew": ((), 0.75),
     "rpr": ((), 0.8),
 }
 OPTIMIZER_METHODS = [name for name in METHODS if name not in ("ppt", "ilb")]
-LOGGED = {"bmd": {"beta"}, "bop": {"gamma", "threshold", "flip_ratio"}, "bnew": {"lam", "binary_fraction"},
+LOGGED = {"bmd": {"beta"}, "bop": {"gamma", "threshold", "flip_ratio"}, "bnew": {"lam", "binary_fraction", "expansion"},
           "rpr": {"freezing_fraction"}}
 
 
@@ -162,6 +162,16 @@ def test_bop_gamma_decays_by_epochs():
     assert float(step_decay(1e-4, 0.1, every_epochs=0, steps_per_epoch=10)(1000)) == pytest.approx(1e-4)
 
 
+def test_bop_gamma_by_the_run_is_one_over_horizon_times_steps():
+    run = MethodContext(layers=[], labels={}, steps_per_epoch=10, epochs=10, seed=0)  # T = 100 steps
+    gamma = Bop(gamma_horizon=0.5, gamma_decay=0.1, gamma_decay_every=0.25).gamma_schedule(run)
+    # 1/γ = 0.5·100 = 50 steps; ×0.1 every 0.25·100 = 25 steps
+    assert [float(gamma(t)) for t in (0, 24, 25, 49, 50)] == pytest.approx([0.02, 0.02, 0.002, 0.002, 2e-4])
+    assert float(Bop(gamma_horizon=0.001).gamma_schedule(run)(0)) == 1.0  # 1/(0.1 step) caps at 1
+    paper = Bop(gamma=1e-4, gamma_decay_every_epochs=2).gamma_schedule(run)  # the paper's form: per step, by epochs
+    assert [float(paper(t)) for t in (0, 19, 20)] == pytest.approx([1e-4, 1e-4, 1e-5])
+
+
 def test_bop_descends_on_least_squares():
     """Flipping where sign(m) = sign(w), m an EMA of +g, lowers the loss."""
     x = jax.random.normal(jax.random.key(0), (64, 16))
@@ -188,6 +198,16 @@ def test_bnew_update_equals_the_formula():
     updates, _ = jax.jit(tx.update)(g, tx.init(w), w)
     # first Adam step = g/|g| = [1, −1, −1, 1]; (1 + 2·2·0.1)·(w − 0.1·step) = 1.4·[0.4, −0.1, 1.0, −1.09]
     np.testing.assert_allclose(w + updates, [0.56, -0.14, 1.0, -1.0], atol=1e-6)
+
+
+def test_bnew_slope_for_expansion_solves_the_product():
+    half = optax.constant_schedule(0.5)
+    # ramp of 2 steps: weights 2·t·η = [0, 1], so 1 + β = expansion
+    assert slope_for_expansion(10.0, half, ramp=4, lock=6) == pytest.approx(9.0)
+    # 3 steps: weights [0, 1, 2]: (1 + β)(1 + 2β) = 6 → 2β² + 3β − 5 = 0 → β = 1
+    assert slope_for_expansion(6.0, half, ramp=0, lock=3) == pytest.approx(1.0)
+    np.testing.assert_allclose(ramp_growth(1.0, half, 0, 3), [1.0, 1.0, 2.0, 6.0])
+    assert slope_for_expansion(1.0, half, 0, 3) == 0.0 and slope_for_expansion(6.0, half, 3, 3) == 0.0
 
 
 def test_bnew_stages_ramp_lock_and_freeze(compose, digits):
@@ -238,13 +258,31 @@ def test_rpr_constrains_round_ff_n_and_repartitions_each_epoch(compose, digits):
 
 
 def test_rpr_freezing_fraction_and_lr_schedule(compose):
-    method = compose("method=rpr", "epochs=10").method
+    method = compose("method=rpr", "epochs=10", "method.initial_fraction=0.2", "method.final_fraction=0.2",
+                     "method.lr_drop_at=0.5").method
     assert [method.freezing_fraction_at(e, 10) for e in range(10)] == [
         0.9, 0.9, 0.95, 0.95, 0.975, 0.975, 0.9875, 0.9875, 1.0, 1.0]
     lr = method.phase_lr_schedule(10, steps_per_epoch=6)
-    # each FF phase (12 steps): 1e-3 for half, then 1e-4; final phase (12 steps): thirds at 1×, 0.1×, 0.01×
-    assert [float(lr(t)) for t in (0, 5, 6, 11, 12, 47, 48, 51, 52, 55, 56, 59)] == pytest.approx(
-        [1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    # initial phase (12 steps) at 1e-3; each later FF phase (12 steps): 1e-3 for half, then 1e-4;
+    # final phase (12 steps): thirds at 1×, 0.1×, 0.01×
+    assert [float(lr(t)) for t in (0, 6, 11, 12, 17, 18, 23, 47, 48, 51, 52, 55, 56, 59)] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_rpr_default_is_the_papers_schedule_at_112_epochs(compose):
+    """37 epochs at FF 0.9, then 15 each at 0.95, 0.975, 0.9875 (lr ×0.1 after 10), 30 at FF 1."""
+    method = compose("method=rpr").method
+    assert method.phase_ends(112) == [37, 52, 67, 82, 112]
+    lr = method.phase_lr_schedule(112, steps_per_epoch=1)
+    epochs = (0, 36, 37, 46, 47, 51, 52, 61, 62, 66, 67, 76, 77, 81, 82, 91, 92, 101, 102, 111)
+    assert [float(lr(e)) for e in epochs] == pytest.approx(
+        [1e-3, 1e-3, 1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-3, 1e-3, 1e-4, 1e-4,
+         1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_rpr_quantizes_shortcut_projections(compose):
+    model = compose("method=rpr", "model=resnet18").trained_model
+    assert model.real_roles == ("first", "last") and not model.binary_activations
 
 
 def test_rpr_quantizer_levels_match_the_model_quantizers():
@@ -303,8 +341,20 @@ def test_rpr_resume_replays_an_uninterrupted_run(compose, digits, tmp_path):
 
 # ---- BMD -------------------------------------------------------------------------------
 
-def test_bmd_beta_follows_its_schedule(compose, digits):
-    experiment = _experiment(compose, digits, "bmd", "method.beta0=2", "method.beta_growth=1.5", "method.beta_every=3")
+def test_bmd_beta_anneals_geometrically_to_beta_end(compose, digits):
+    experiment = _experiment(compose, digits, "bmd", "method.beta0=2", "method.beta_end=32", epochs=4)
+    total = 4 * experiment.steps_per_epoch
+    runtime = jax.jit(experiment.recipe.runtime)
+    betas = [float(runtime(experiment.state.quant, jnp.int32(t))["QuantDense_1"]["beta"])
+             for t in (0, total // 4, total // 2, total, 2 * total)]
+    # β₀·(β_end/β₀)^(t/T) = 2·16^(t/T): 2, 4, 8, 32, held at 32 past the end
+    assert betas == pytest.approx([2.0, 4.0, 8.0, 32.0, 32.0], rel=1e-5)
+    assert experiment.recipe.metrics(experiment.state.replace(step=jnp.int32(total))) == {"beta": pytest.approx(32.0)}
+
+
+def test_bmd_beta_follows_its_step_schedule(compose, digits):
+    experiment = _experiment(compose, digits, "bmd", "method.beta0=2", "method.beta_end=null", "method.beta_growth=1.5",
+                             "method.beta_every=3")
     assert experiment.config.trained_model.kernel_quantizer == "tanh_mirror"
     runtime = jax.jit(experiment.recipe.runtime)
     betas = [float(runtime(experiment.state.quant, jnp.int32(t))["QuantDense_1"]["beta"]) for t in (0, 2, 3, 5, 6, 9)]
@@ -325,6 +375,10 @@ def test_bmd_beta_follows_its_schedule(compose, digits):
     ("method=bnew", "method.stages=[0.5,0.5]"),
     ("method=bnew", "method.stages=1"),
     ("method=bmd", "method.beta_growth=0.5"),
+    ("method=bmd", "method.beta_end=0.5"),
+    ("method=bnew", "method.expansion=0.5"),
+    ("method=bop", "method.gamma_horizon=0"),
+    ("method=bop", "method.gamma_decay_every=0.2", "method.gamma_decay_every_epochs=3"),
     ("method=rpr", "method.init_from=/nonexistent/run"),
 ])
 def test_bad_input_exits_2_with_one_line(overrides, run_cli, tmp_path):

@@ -130,6 +130,31 @@ def test_report_md_begins_with_command_date_machine_and_preset(tmp_path):
     assert (root / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_lists_the_sweeps_deviations_with_their_sources(tmp_path):
+    deviations = [{"what": "200 epochs", "source": "not stated; the common choice"},
+                  {"what": "an MLP for the conv net", "source": "CPU analog"}]
+    root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "deviations": deviations})
+    write_report(root)
+    text = (root / "report.md").read_text()
+    assert "- 200 epochs (source: not stated; the common choice)\n- an MLP for the conv net (source: CPU analog)" in text
+    with pytest.raises(ConfigError, match=r"deviations\[0\]"):
+        collect(fake_sweep(tmp_path / "bad", spec={**FAKE, "deviations": [{"what": "x"}]}))
+
+
+def test_scheduled_values_are_collected_per_run_and_plotted(tmp_path):
+    root = fake_sweep(tmp_path / "sweep")
+    write_report(root)
+    assert not (root / "schedules.png").exists()  # no run logged a scheduled value
+    rows = [{"epoch": e, "test_accuracy": 0.5, "epoch_time_s": 1.0, "lr": 1e-3 / (e + 1), "beta": 10.0**e,
+             "binary_layers": ["a"]} for e in range(3)]
+    write_jsonl(root / "scratch/a/seed0/metrics.jsonl", rows)
+    results = collect(root)
+    # numbers only (a list of layer names is no schedule); runs without them contribute nothing
+    assert results.schedules["scratch/a"] == [{"beta": [1.0, 10.0, 100.0], "lr": [1e-3, 5e-4, pytest.approx(1e-3 / 3)]}, {}]
+    write_report(root)
+    assert (root / "schedules.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bnew_layout_is_the_posters(tmp_path):
     spec = yaml.safe_load((SWEEPS / "bnew_cifar.yaml").read_text())
     root = fake_sweep(tmp_path / "bnew", spec, {"ste/nokd/cifar10": {0: ("completed", [0.843], [0.1])}}, preset="paper", seeds=(0,))
@@ -165,17 +190,18 @@ def test_a_folder_without_finished_runs_is_an_error(tmp_path):
 
 def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
     out = tmp_path / "signs"
-    code, output = run_cli("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "-q")
+    sweep = ("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "--only", "[nml]*/cosine", "-q")
+    code, output = run_cli(*sweep)  # the three BWN scalings with the cosine lr
     assert code == 0, output
     assert "3 runs (3 completed); 0 already done, 3 run now" in output
     # simulate kills: one run interrupted after its last checkpoint; one killed during its
     # second epoch, i.e. with one metrics row and the first epoch's checkpoint only
-    learned, mean_abs = out / "learned" / "seed0", out / "mean_abs" / "seed0"
+    learned, mean_abs = out / "learned" / "cosine" / "seed0", out / "mean_abs" / "cosine" / "seed0"
     write_json(learned / "summary.json", {**read_json(learned / "summary.json"), "status": "interrupted"})
     (mean_abs / "summary.json").unlink()
     (mean_abs / "metrics.jsonl").write_text((mean_abs / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     shutil.rmtree(max((mean_abs / "checkpoints").iterdir(), key=lambda p: int(p.name)))
-    code, output = run_cli("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "-q")
+    code, output = run_cli(*sweep)
     assert code == 0, output
     assert "1 already done, 2 run now" in output
     assert [r["epoch"] for r in read_jsonl(mean_abs / "metrics.jsonl")] == [0, 1]
@@ -184,11 +210,12 @@ def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
     assert code == 0, output
     rows = {r["Scaling"]: r for r in csv.DictReader(open(out / "report.csv"))}
     for name, cell in (("none (sign only)", "none"), ("mean |w| (XNOR-Net)", "mean_abs"), ("learned", "learned")):
-        run_dir = out / cell / "seed0"
-        assert float(rows[name]["top-1 % mean"]) == pytest.approx(100 * read_json(run_dir / "summary.json")["test_accuracy"])
+        run_dir = out / cell / "cosine" / "seed0"
+        assert float(rows[name]["cosine lr · top-1 % mean"]) == pytest.approx(100 * read_json(run_dir / "summary.json")["test_accuracy"])
         signs_file = read_json(run_dir / "signs.json")
         assert signs_file["tracked"] == "binary-bound kernels"
         signs = signs_file["all"]
-        assert float(rows[name]["final flip % mean"]) == pytest.approx(100 * signs["flip_ratio"][-1])
-        assert float(rows[name]["epochs to 95 % fixed mean"]) == signs["epochs_until_95pct_fixed"]
+        assert float(rows[name]["cosine lr · final flip % mean"]) == pytest.approx(100 * signs["flip_ratio"][-1])
+        assert float(rows[name]["cosine lr · epochs to 95 % fixed mean"]) == signs["epochs_until_95pct_fixed"]
+        assert rows[name]["constant lr · top-1 % n"] == "0"  # not selected: not run
     assert "| none (sign only) |" in output and (out / "curves.png").exists()

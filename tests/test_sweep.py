@@ -5,6 +5,7 @@ smoke sweep with a resume after a kill: tests/test_report.py.)"""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ def test_sweep_files_begin_with_command_table_source_and_expected(path):
     header = text.split("\nname:")[0]
     for word in ("# Table:", "# Source:", "# Expected"):
         assert word in header
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_sweep_files_cite_their_paper_and_list_their_deviations(path):
+    spec, text = load_spec(path), path.read_text()
+    assert re.search(r"arXiv \d{4}\.\d{5}|OpenReview \w+|poster", spec.source), spec.source
+    assert len(spec.deviations) >= 3 and all(d.what and d.source for d in spec.deviations)
+    assert not re.search(r"(^|[\s(])/[a-z]+/", text), "a sweep file names a local path"  # cite, don't point to files
 
 
 def test_bnew_paper_numbers_are_the_posters_table():

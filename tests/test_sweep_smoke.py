@@ -55,6 +55,9 @@ def ppt_speedups_are_against_the_same_seeds_scratch_run(spec, out, results):
         for ppt in ("ppt10", "ppt25", "ppt50"):
             expected = speedup(scratch_dir, out / f"{ppt}/{setting}/seed0")["epoch_speedup"]
             assert results.stats[f"{ppt}/{setting}", "speedup x"].values == ([] if expected is None else [expected])
+        # the premise cell: the FP twin's epochs to its own plateau, as its summary records them
+        own = read_json(out / f"fp/{setting}/seed0/summary.json")["time_to_plateau"]["epochs"]
+        assert results.stats[f"fp/{setting}", "epochs to own plateau"].values == [own]
 
 
 def ilb_orders_end_as_binary_as_the_baseline(spec, out, results):

@@ -117,14 +117,14 @@ def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
     typer.echo(f"{len(runs)} runs compose; launcher {runner.name}; out {out}")
 
 
-@app.command(help="Write report.md, report.csv and curves.png for a sweep folder and print the table.")
+@app.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
 @user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
     from bnnx.report import write_report
 
     _, table = write_report(sweep_dir, command=f"bnnx report {sweep_dir}")
     typer.echo(table)
-    typer.echo(f"wrote {sweep_dir / 'report.md'}, report.csv and curves.png")
+    typer.echo(f"wrote {sweep_dir / 'report.md'}, report.csv, curves.png and schedules.png (when logged)")
 
 
 # ---- cluster jobs: a Hydra app run by the sweep's launcher plugin -------------------------

@@ -52,6 +52,10 @@ def _no_metrics(state) -> dict[str, float]:
     return {}
 
 
+def _model_forward(epoch: int):
+    return None
+
+
 @dataclasses.dataclass
 class Recipe:
     """A method, ready for the training loop.
@@ -64,6 +68,9 @@ class Recipe:
       a resumed run replays it exactly.
     - `runtime(quant, step)`: inside the jitted step; sets runtime quantizer values (BMD's β).
     - `metrics(state)`: scheduled values and statistics to record each epoch.
+    - `forward(epoch)`: the apply function the steps of that epoch compile, or None for the
+      model's own (PPT's FP epochs train the FP twin's graph). A different function is another
+      compiled step, chosen per epoch, so this is the one phase change that compiles.
     """
 
     tx: optax.GradientTransformation
@@ -72,6 +79,7 @@ class Recipe:
     on_epoch: Callable = _identity_state
     runtime: Callable = _identity_quant
     metrics: Callable = _no_metrics
+    forward: Callable = _model_forward
 
 
 @dataclasses.dataclass

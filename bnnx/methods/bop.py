@@ -1,4 +1,6 @@
-"""Bop, the binary optimizer (Helwegen et al., "Latent weights do not exist", NeurIPS 2019).
+"""Bop, the binary optimizer (Helwegen, Widdicombe, Geiger, Liu, Cheng and Nusselder, "Latent
+Weights Do Not Exist: Rethinking Binarized Neural Network Optimization", NeurIPS 2019,
+arXiv 1906.02107).
 
 Binary-bound kernels have no latent weights: they are stored as ±1 and flipped.
 
@@ -8,8 +10,14 @@ Binary-bound kernels have no latent weights: they are stored as ±1 and flipped.
 m is an exponential moving average of +g, so flipping where sign(m) = sign(w) moves each
 weight against its gradient and descends. (The "easy way" poster writes m with −η∇ and
 keeps the same flip condition; with that sign convention the rule would ascend.) Real
-parameters use Adam. γ (adaptivity) and τ (threshold) are injected hyperparameters, decayed
-×`gamma_decay` every `gamma_decay_every_epochs` epochs as in the paper's CIFAR recipe.
+parameters use Adam. γ (adaptivity) and τ (threshold) are injected hyperparameters.
+
+1/γ is the momentum's time constant in steps, so a fixed γ means a different thing in a short
+and a long run. By default γ is set by the run: 1/γ = `gamma_horizon` × the run's steps, decayed
+×`gamma_decay` every `gamma_decay_every` (a fraction of the run). The paper's CIFAR-10 recipe
+(plumerai/rethinking-bnn-optimization, 500 epochs of 1000 steps: γ = 10⁻⁴, ×0.1 every 100
+epochs) is horizon 0.02 and decay every 0.2 in this form. `gamma` set instead is the paper's
+form, a γ per step, decayed every `gamma_decay_every_epochs` epochs.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bnnx.errors import check
 from bnnx.layers import flat, unflat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, round_half_up
 from bnnx.quantizers import sign
 from bnnx.schema import setting
 
@@ -97,17 +106,24 @@ def signs_of_binary(params, labels):
 
 @dataclasses.dataclass
 class Bop(MethodConfig):
-    gamma: float = setting(1e-4, gt=0, le=1)
+    gamma_horizon: float = setting(0.02, gt=0)  # 1/γ as a fraction of the run's steps
+    gamma: float | None = setting(None, gt=0, le=1)  # the paper's form: γ per step (overrides gamma_horizon)
     threshold: float = setting(1e-8, ge=0)
     gamma_decay: float = setting(0.1, gt=0)
-    gamma_decay_every_epochs: int = setting(0, ge=0)  # 0: γ stays constant
+    gamma_decay_every: float = setting(0.0, ge=0, le=1)  # fraction of the run between two decays; 0: γ stays constant
+    gamma_decay_every_epochs: int = setting(0, ge=0)  # the paper's form (with `gamma`): epochs between two decays
     threshold_decay: float = setting(1.0, gt=0)
     threshold_decay_every_epochs: int = setting(0, ge=0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(not (self.gamma_decay_every and self.gamma_decay_every_epochs),
+              "set one of method.gamma_decay_every (fraction of the run) and method.gamma_decay_every_epochs")
 
     def build(self, ctx: MethodContext) -> Recipe:
         spe = ctx.steps_per_epoch
         binary = optax.inject_hyperparams(bop)(
-            gamma=step_decay(self.gamma, self.gamma_decay, self.gamma_decay_every_epochs, spe),
+            gamma=self.gamma_schedule(ctx),
             threshold=step_decay(self.threshold, self.threshold_decay, self.threshold_decay_every_epochs, spe))
 
         def prepare(state):
@@ -121,3 +137,13 @@ class Bop(MethodConfig):
 
         return Recipe(tx=by_label(ctx.labels, binary, adam(self.lr_schedule(ctx.total_steps))),
                       prepare=prepare, on_epoch=on_epoch, metrics=metrics)
+
+    def gamma_schedule(self, ctx: MethodContext) -> optax.Schedule:
+        """γ_t: the paper's per-step γ, or 1/(horizon·T) decayed every fraction of the run T."""
+        if self.gamma is not None:
+            return step_decay(self.gamma, self.gamma_decay, self.gamma_decay_every_epochs, ctx.steps_per_epoch)
+        gamma = min(1.0, 1.0 / (self.gamma_horizon * ctx.total_steps))
+        every = round_half_up(self.gamma_decay_every * ctx.total_steps)
+        if every == 0 or self.gamma_decay == 1.0:
+            return optax.constant_schedule(gamma)
+        return optax.exponential_decay(gamma, every, self.gamma_decay, staircase=True)

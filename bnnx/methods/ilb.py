@@ -1,13 +1,19 @@
-"""Iterative layer binarization (Sun et al. 2021, "Iterative Training: Finding Binary Weight Deep
-Neural Networks with Layer Binarization").
+"""Iterative layer binarization (Cheng-Chou Lan, "Iterative Training: Finding Binary Weight Deep
+Neural Networks with Layer Binarization", arXiv 2111.07046, 2021; code rakutentech/iterative_training).
 
-Training starts with every layer real (or with `initial_binary` binary) and binarizes one more
-layer every `epochs_per_layer` epochs, in `order`, until the network is fully binary:
+Training starts from one quantized layer (plus `initial_binary`) and binarizes one more layer
+every `epochs_per_layer` epochs, in `order`, until the network is fully binary, as the official
+code's `binarize_layer` (layer ⌊epoch / epochs_per_layer⌋ turns binary before that epoch):
 
-    stage k = min(⌊epoch / epochs_per_layer⌋, n),   binary layers = initial ∪ order[:k]
+    stage k = min(⌊epoch / epochs_per_layer⌋, n − 1),   binary layers = initial ∪ order[:k + 1]
 
-(`epochs_per_layer` unset: the budget is split evenly over the n + 1 stages, the last one fully
-binary.) As in the paper, weights are binarized BinaryConnect-style, w_b = sign(w), with no scale
+so the network is fully binary from epoch (n − 1)·epochs_per_layer on. The paper's runs fix
+epochs per layer and let the run grow with the depth (MNIST 300-100-10: 150 per layer, 450
+epochs; ResNet-20: 50 per layer, 1200 epochs). `epochs_per_layer` unset instead splits the
+budget: the fully binary last stage takes `final_fraction` of the run (unset: an equal share,
+the budget split evenly over the n stages) and the other stages split the rest evenly.
+`lr_milestones` (fractions of the run) multiply the lr by 0.1 each, the code's MultiStepLR.
+As in the paper, weights are binarized BinaryConnect-style, w_b = sign(w), with no scale
 factor, activations stay real and the first and last layers are binarized too (the method's
 `binarize_first_last`, `binary_activations` and `scaling` keys adapt the model). Parameters
 move by SGD with momentum 0.9 and weight decay 1e−4 (or Adam); a binary layer's latent weights
@@ -17,9 +23,15 @@ optimizer-level method (ste, bop, ...), ILB then only drives the precision masks
 Orders: `forward` (input → output, the paper's best fixed order), `reverse`, `random` (the
 run's seed) and `sensitivity`: sensitivity pre-training trains, for each layer i, a short run
 (`sensitivity_epochs`) with only layer i binary, and ranks layers by their accuracy on a held-out
-part of the training set, most accurate (least sensitive) first (`sensitivity_descending`).
+part of the training set. `sensitivity_descending: true` binarizes the most accurate (least
+sensitive) layer first: our reading of the code's guided order, `ascend` (ascending
+sensitivity; its ImageNet and CIFAR scripts use it), which neither the abstract nor the code
+defines in words; `false` is the code's `descend`.
 The ranking goes to `<run dir>/sensitivity.json` and is reused when present; `ranking` gives
-one explicitly.
+one explicitly. `all_binary` binarizes every layer from the start with the same optimizer and
+model: the code's `all_binary=True` baseline. `one_shot` keeps every layer real until the ordered
+schedule would be fully binary and then binarizes them all at once: a baseline with the same
+fully binary phase as ILB's, so that the gradual binarization is the only difference.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import optax
 from bnnx.errors import check
 from bnnx.io import read_json, write_json
 from bnnx.layers import flat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, round_half_up
 from bnnx.methods.ppt import fill_masks, make_inner
 from bnnx.quantizers import SCALINGS
 from bnnx.schema import setting
@@ -89,7 +101,11 @@ class ILB(MethodConfig):
     weight_decay: float = setting(1e-4, ge=0)
     latent_clip: float = setting(1.0, gt=0)
     order: str = setting("forward", choices=ORDERS)
+    all_binary: bool = False  # every layer binary from the start: the paper's fully binary baseline
+    one_shot: bool = False  # every layer binary at once, when the ordered schedule ends: equal binary phase
     epochs_per_layer: int | None = setting(None, ge=1)
+    final_fraction: float | None = setting(None, gt=0, lt=1)  # with epochs_per_layer unset: the fully binary stage's share
+    lr_milestones: tuple[float, ...] = setting((), gt=0, lt=1)  # fractions of the run where the lr drops ×0.1
     initial_binary: tuple[str, ...] = ()
     ranking: tuple[str, ...] = ()
     sensitivity_epochs: int = setting(1, ge=1)
@@ -103,6 +119,8 @@ class ILB(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check(list(self.lr_milestones) == sorted(self.lr_milestones),
+              f"method.lr_milestones must be increasing fractions in (0, 1) (got {list(self.lr_milestones)})")
         self.inner_method = make_inner(self.inner, self.inner_config) if self.inner else None
 
     def adapt_model(self, model):
@@ -116,13 +134,29 @@ class ILB(MethodConfig):
 
     def build(self, ctx: MethodContext) -> Recipe:
         order = self.layer_order(ctx)
-        per_layer = self.stage_epochs(len(order), ctx.epochs)
         binary_from = {**{name: 0 for name in self.initial_binary},
-                       **{name: (k + 1) * per_layer for k, name in enumerate(order)}}  # name -> epoch
+                       **dict(zip(order, self.binary_from_epochs(len(order), ctx.epochs)))}
         inner = self.inner_method.build(ctx) if self.inner_method else None
         tx = inner.tx if inner else self.binaryconnect_tx(
             ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()})
         return _schedule_recipe(tx, inner, binary_from, ctx.layers)
+
+    def binary_from_epochs(self, layers: int, epochs: int) -> list[int]:
+        """The epoch each layer of the order turns binary: k·epochs_per_layer, all 0 (all_binary),
+        or all at (n − 1)·epochs_per_layer (one_shot)."""
+        if self.all_binary:
+            return [0] * layers
+        per_layer = self.stage_epochs(layers, epochs)
+        if self.one_shot:
+            return [max(layers - 1, 0) * per_layer] * layers
+        return [k * per_layer for k in range(layers)]
+
+    def lr_schedule(self, total_steps: int):
+        """The method's schedule, or with `lr_milestones` the lr ×0.1 at each (MultiStepLR)."""
+        if not self.lr_milestones:
+            return super().lr_schedule(total_steps)
+        boundaries = {round_half_up(f * total_steps): 0.1 for f in self.lr_milestones}
+        return optax.piecewise_constant_schedule(self.lr, boundaries)
 
     def binaryconnect_tx(self, ctx: MethodContext, clip_from_step: dict[str, int]):
         schedule = self.lr_schedule(ctx.total_steps)
@@ -136,12 +170,20 @@ class ILB(MethodConfig):
         return by_label(ctx.labels, optax.chain(step, clip), step)
 
     def stage_epochs(self, layers_to_binarize: int, epochs: int) -> int:
-        """Epochs per stage; the last layer must turn binary before the final epoch."""
-        per_layer = self.epochs_per_layer or max(1, epochs // (layers_to_binarize + 1))
-        last = layers_to_binarize * per_layer
+        """Epochs per stage; the last layer must turn binary by the final epoch."""
+        per_layer = self.epochs_per_layer or self.split_budget(layers_to_binarize, epochs)
+        last = max(layers_to_binarize - 1, 0) * per_layer
         check(last < epochs, f"method=ilb binarizes its last layer at epoch {last + 1} but the run has {epochs} "
-                             f"epochs; {layers_to_binarize} layers need epochs > {layers_to_binarize} x epochs_per_layer")
+                             f"epochs; {layers_to_binarize} layers need epochs > {layers_to_binarize - 1} x epochs_per_layer")
         return per_layer
+
+    def split_budget(self, layers_to_binarize: int, epochs: int) -> int:
+        """Epochs per stage when the budget is fixed: n equal stages, or the last `final_fraction`
+        of the run fully binary and the n − 1 stages before it sharing the rest."""
+        if self.final_fraction is None or layers_to_binarize <= 1:
+            return max(1, epochs // max(layers_to_binarize, 1))
+        partial = epochs - round_half_up(self.final_fraction * epochs)
+        return max(1, partial // (layers_to_binarize - 1))
 
     def layer_order(self, ctx: MethodContext) -> list[str]:
         """The binary-bound layers not initially binary, in the order they are binarized."""
@@ -188,7 +230,8 @@ class ILB(MethodConfig):
 
         others = tuple(f"^{re.escape(other)}$" for other in names if other != name)
         model = dataclasses.replace(config.model, real_paths=tuple(config.model.real_paths) + others)
-        method = dataclasses.replace(self, order="forward", initial_binary=(name,), ranking=(), epochs_per_layer=None)
+        method = dataclasses.replace(self, order="forward", initial_binary=(name,), ranking=(), epochs_per_layer=None,
+                                     lr_milestones=())
         out_dir = Path(run_dir) / "sensitivity" / name.replace("/", "_")
         return dataclasses.replace(config, method=method, model=model, epochs=self.sensitivity_epochs,
                                    out_dir=str(out_dir), resume=False, analysis=AnalysisConfig())

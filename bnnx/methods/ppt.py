@@ -2,7 +2,8 @@
 pre-training"): train the full-precision twin for a fraction of the budget, convert it to the
 binarized network (same parameters) and continue with an optimizer-level method.
 
-    epochs [0, E_fp):   precision masks 0, i.e. forward = the FP twin's forward, exactly;
+    epochs [0, E_fp):   the FP twin's own graph (no quantizer evaluated: as cheap as method=fp),
+                        precision masks 0 besides (so a mid-epoch resume is the same forward);
                         parameters move by Adam (method.lr, method.schedule over the E_fp epochs)
     epochs [E_fp, E):   precision masks 1 (kernels and inputs binarized); parameters move by the
                         inner method (method.inner, default ste, keys in method.inner_config),
@@ -123,12 +124,14 @@ class PPT(MethodConfig):
         if fp_epochs == 0:  # the BNN from scratch: exactly the inner method
             inner = self.inner_method.build(ctx)
             return dataclasses.replace(inner, metrics=_with_binary(inner.metrics))
+        fp_apply = ctx.services.full_precision_apply() if ctx.services is not None else None
         if not self.restart_optimizer:
-            return _switching_recipe(self.inner_method.build(ctx), _Phase(fp_epochs, 0, None))
+            return _switching_recipe(self.inner_method.build(ctx), _Phase(fp_epochs, 0, None), fp_apply)
         inner = self.inner_method.build(dataclasses.replace(ctx, epochs=ctx.epochs - fp_epochs))
         fp_tx = FP(lr=self.lr, schedule=self.schedule).build(dataclasses.replace(ctx, epochs=fp_epochs)).tx
         phase = _Phase(fp_epochs, fp_epochs * ctx.steps_per_epoch, inner.tx)
-        return _switching_recipe(dataclasses.replace(inner, tx=phased(fp_tx, inner.tx, phase.switch_step)), phase)
+        return _switching_recipe(dataclasses.replace(inner, tx=phased(fp_tx, inner.tx, phase.switch_step)), phase,
+                                 fp_apply)
 
 
 def _with_binary(metrics):
@@ -163,7 +166,7 @@ class _Phase(NamedTuple):
         return state.opt_state.first
 
 
-def _switching_recipe(inner: Recipe, phase: _Phase) -> Recipe:
+def _switching_recipe(inner: Recipe, phase: _Phase, fp_apply=None) -> Recipe:
     """Masks 0 before the switch; at the switch masks 1 and the inner method's `prepare` (its
     fresh start: Bop signs the kernels, RPR rescales them); after it the inner method's hooks,
     with epochs and steps counted from the switch when its optimizer restarts there. Applying
@@ -186,6 +189,9 @@ def _switching_recipe(inner: Recipe, phase: _Phase) -> Recipe:
         return {**inner.metrics(phase.as_inner(state)), **scheduled_values(phase.active_opt_state(state)),
                 "binary": binary_fraction(state.quant)}
 
+    def forward(epoch):
+        return fp_apply if epoch < phase.fp_epochs else inner.forward(epoch - phase.epoch_offset)
+
     return Recipe(tx=inner.tx, init_state=lambda state: inside(inner.init_state, state),
                   prepare=lambda state: state.replace(quant=fill_masks(state.quant, 0.0)),
-                  on_epoch=on_epoch, runtime=runtime, metrics=metrics)
+                  on_epoch=on_epoch, runtime=runtime, metrics=metrics, forward=forward)

@@ -1,4 +1,5 @@
-"""Random Partition Relaxation (RPR; Cavigelli & Benini, 2019) for binary and ternary weights.
+"""Random Partition Relaxation (RPR; Cavigelli and Benini, "Random Partition Relaxation for Training
+Binary and Ternary Weight Neural Networks", arXiv 2001.01091) for binary and ternary weights.
 
 Each epoch the binary-bound weights of every kernel are split at random into a constrained
 part, exactly round(FF·n) of them (the forward pass sees the quantized value q(w); no
@@ -6,9 +7,15 @@ updates), and a relaxed part (the forward pass sees the continuous w; trained wi
 Constrained values always derive from the latent continuous w. The freezing fraction FF
 follows the paper's schedule: FF₀ for an initial phase, then `ff_increases` phases that
 halve 1 − FF each time (0.9 → 0.95 → 0.975 → 0.9875), then FF = 1 for a final phase in
-which only the real parameters train. Within each FF phase the lr restarts at `lr` and
-drops ×0.1 after the fraction `lr_drop_at` of the phase; the final phase runs a third each
-at 1×, 0.1× and 0.01× `lr`.
+which only the real parameters train. The initial phase keeps `lr` ("until stabilization of
+the validation metric"; the paper names no drop there). Each later FF phase restarts at `lr`
+and drops it ×0.1 after the fraction `lr_drop_at` of the phase (the paper: 15 epochs, ×0.1
+after 10, so 2/3); the final phase runs a third each at 1×, 0.1× and 0.01× `lr`. The default
+fractions are the paper's GoogLeNet schedule, 37 + 3 × 15 + 30 = 112 epochs: 37/112 at FF₀,
+30/112 at FF = 1, so `epochs=112` gives the paper's 15-epoch phases.
+
+Only the first and last layers stay real (the paper's footnote): the 1×1 shortcut
+projections of a ResNet are quantized like every other layer.
 
 Start from a full-precision run (`init_from`) or from scratch: either way each filter is
 first rescaled, w ← w / ŝ with ŝ = argmin_s ‖w − s·q(w/s)‖₂ (paper eq. 4; 1000-point grid
@@ -89,9 +96,9 @@ class RPR(MethodConfig):
     levels: str = setting("binary", choices=LEVELS)
     freezing_fraction: float = setting(0.9, gt=0, le=1)  # FF₀ of the initial phase
     ff_increases: int = setting(3, ge=0)  # phases halving 1 − FF after the initial one
-    initial_fraction: float = setting(0.2, ge=0, le=1)  # of the run at FF₀
-    final_fraction: float = setting(0.2, ge=0, le=1)  # of the run at FF = 1 (real parameters only)
-    lr_drop_at: float = setting(0.5, ge=0, le=1)  # of each FF phase, then lr ×0.1
+    initial_fraction: float = setting(0.33, ge=0, le=1)  # of the run at FF₀ (paper: 37 of 112 epochs)
+    final_fraction: float = setting(0.27, ge=0, le=1)  # of the run at FF = 1, real parameters only (paper: 30 of 112)
+    lr_drop_at: float = setting(2 / 3, ge=0, le=1)  # of each later FF phase, then lr ×0.1 (paper: after 10 of 15 epochs)
     init_from: str | None = None  # run dir of a finished full-precision run
 
     def __post_init__(self):
@@ -100,10 +107,12 @@ class RPR(MethodConfig):
               f"method.initial_fraction + method.final_fraction must be <= 1 (got {self.initial_fraction + self.final_fraction:g})")
 
     def adapt_model(self, model):
-        """Weights-only quantization: real activations, sign or nearest-ternary kernels, no scaling."""
+        """Weights-only quantization: real activations, sign or nearest-ternary kernels, no scaling;
+        every layer but the first and the last quantized (shortcut projections too)."""
         quantizer, args = ("sign_ste", {}) if self.levels == "binary" else ("ternary", {"threshold": TERNARY_THRESHOLD})
+        real_roles = tuple(role for role in model.real_roles if role in ("first", "last"))
         return dataclasses.replace(model, binary_activations=False, kernel_quantizer=quantizer,
-                                   kernel_quantizer_args=args, scaling="none")
+                                   kernel_quantizer_args=args, scaling="none", real_roles=real_roles)
 
     def freezing_fractions(self) -> list[float]:
         """FF of each phase: FF₀, then 1 − (1 − FF₀)/2^k for k = 1..ff_increases, then 1."""
@@ -125,10 +134,11 @@ class RPR(MethodConfig):
         return 1.0
 
     def phase_lr_schedule(self, epochs: int, steps_per_epoch: int):
-        """Each FF phase: lr, then 0.1·lr after `lr_drop_at` of it; final phase: thirds at 1×, 0.1×, 0.01×."""
+        """Initial phase: lr; each later FF phase: lr, then 0.1·lr after `lr_drop_at` of it; final
+        phase: thirds at 1×, 0.1×, 0.01×."""
         starts = [0, *self.phase_ends(epochs)[:-1]]
-        boundaries, values = [], []
-        for begin, end in zip(starts[:-1], starts[1:]):
+        boundaries, values = [0], [self.lr]
+        for begin, end in zip(starts[1:-1], starts[2:]):
             begin, end = begin * steps_per_epoch, end * steps_per_epoch
             boundaries += [begin, begin + round_half_up(self.lr_drop_at * (end - begin))]
             values += [self.lr, 0.1 * self.lr]

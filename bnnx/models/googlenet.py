@@ -5,6 +5,8 @@ bias-free conv → BN → activation ("BasicConv2d") and the "5×5" branch uses 
 the classifier is a biased dense layer after global average pooling. Dropout before the
 classifier is left out (the train step carries no dropout rng). Max-pools use SAME padding,
 which gives ceil_mode's sizes on 224×224 inputs. `width_multiplier` scales every width.
+`transform_input` maps ImageNet-normalized inputs to the (x − 0.5)/0.5 normalization the
+pretrained weights were trained on, as torchvision's option of that name (on for them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ INCEPTIONS = {
     "inception5b": (384, 192, 384, 48, 128, 128),
 }
 POOL_AFTER = {"inception3b": 3, "inception4e": 2}  # max-pool (window) before the next stage
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def transform_input(x):
+    """torchvision's GoogLeNet._transform_input: x·(std/0.5) + (mean − 0.5)/0.5 per channel."""
+    std, mean = jnp.asarray(IMAGENET_STD, x.dtype), jnp.asarray(IMAGENET_MEAN, x.dtype)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
 def max_pool(x, window: int, stride: int):
@@ -77,9 +86,12 @@ class GoogLeNet(nn.Module):
     policy: QuantPolicy = QuantPolicy()
     width_multiplier: float = setting(1.0, gt=0)
     activation: str = setting("relu", choices=ACTIVATIONS)
+    transform_input: bool = False
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        if self.transform_input:
+            x = transform_input(x)
         width = lambda channels: scale_width(channels, self.width_multiplier)  # noqa: E731
         x = ConvBN(width(64), 7, self.policy, self.activation, role="first", stride=2, name="conv1")(x, train)
         x = max_pool(x, 3, 2)

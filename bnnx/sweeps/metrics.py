@@ -22,6 +22,21 @@ def accuracy_curve(run_dir: Path) -> list[float]:
         return []
 
 
+# per-epoch row keys that are measurements, not scheduled values
+MEASURED = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5_accuracy",
+            "epoch_time_s", "compile_time_s"}
+
+
+def scheduled_rows(run_dir: Path) -> dict[str, list[float]]:
+    """Each scheduled value a run logged per epoch (lr, β, γ, λ, freezing fraction, …), by name;
+    only values that are numbers in every row."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = read_jsonl(path) if path.exists() else []
+    keys = {key for row in rows for key in row} - MEASURED
+    series = {key: [_number(row.get(key)) for row in rows] for key in sorted(keys)}
+    return {key: values for key, values in series.items() if values and None not in values}
+
+
 def _dig(data, dotted: str):
     for part in dotted.split("."):
         if isinstance(data, list):

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from bnnx.errors import ConfigError, check
-from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Metric, Preset,
-                              SweepSpec)
+from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Deviation, Metric,
+                              Preset, SweepSpec)
 
 
 def _keys(data: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
@@ -142,8 +142,20 @@ def _exclude(data: Any, axes: tuple[Axis, ...]) -> tuple[dict, ...]:
     return tuple({str(k): str(v) for k, v in rule.items()} for rule in data)
 
 
+def _deviations(data: Any) -> tuple[Deviation, ...]:
+    data = data or []
+    check(isinstance(data, list), "deviations must be a list of {what, source}")
+    out = []
+    for i, item in enumerate(data):
+        item = _keys(item, f"deviations[{i}]", ("what", "source"), ())
+        what, source = str(item["what"]).strip(), str(item["source"]).strip()
+        check(bool(what) and bool(source), f"deviations[{i}]: what and source must not be empty")
+        out.append(Deviation(what, source))
+    return tuple(out)
+
+
 TOP_LEVEL = ("name", "title", "source", "axes", "rows", "presets")
-OPTIONAL = ("columns", "metrics", "base", "exclude", "paper", "notes")
+OPTIONAL = ("columns", "metrics", "base", "exclude", "paper", "notes", "deviations")
 
 
 def spec_from_dict(data: Any, default_name: str = "sweep") -> SweepSpec:
@@ -160,7 +172,7 @@ def spec_from_dict(data: Any, default_name: str = "sweep") -> SweepSpec:
     spec = SweepSpec(name=str(data["name"] or default_name), title=str(data["title"]), source=str(data["source"]),
                      axes=axes, rows=rows, columns=columns, metrics=metrics, presets=presets,
                      base=_strings(data.get("base"), "base"), exclude=_exclude(data.get("exclude"), axes),
-                     notes=str(data.get("notes") or "").strip())
+                     notes=str(data.get("notes") or "").strip(), deviations=_deviations(data.get("deviations")))
     cells = spec.cells()
     check(bool(cells), "every cell of the grid is excluded")
     spec = dataclasses.replace(spec, paper=_paper(data.get("paper"), cells, metrics))

@@ -1,6 +1,7 @@
 """A sweep file: one paper table as a grid of training runs.
 
-A sweep file (`sweeps/*.yaml`) states the table and its source, the base overrides, the grid
+A sweep file (`sweeps/*.yaml`) states the table and its source (the paper by title, authors,
+venue and arXiv id), its deviations from the paper (each with the source of the choice), the base overrides, the grid
 axes (each value a named list of Hydra overrides), the metrics, the paper's numbers per cell,
 the layout (which axes are rows, which are columns, as in the paper) and presets that rescale
 the same grid (`smoke`, `cpu`, `paper`). This module holds it as typed, frozen dataclasses
@@ -79,6 +80,16 @@ class Preset:
 
 
 @dataclasses.dataclass(frozen=True)
+class Deviation:
+    """One way the sweep departs from (or fills a gap in) the paper: `what` we run instead, and
+    `source`, where that choice comes from (the official code, the most common published choice,
+    the CPU analog's budget, ...)."""
+
+    what: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Cell:
     """One combination of axis values, e.g. key "ste/kd/cifar10"."""
 
@@ -103,6 +114,7 @@ class SweepSpec:
     exclude: tuple[dict, ...] = ()
     paper: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # cell -> metric -> value
     notes: str = ""
+    deviations: tuple[Deviation, ...] = ()
 
     def axis(self, name: str) -> Axis:
         return next(a for a in self.axes if a.name == name)
@@ -123,6 +135,15 @@ class SweepSpec:
             if not self.is_excluded(keys):
                 out.append(Cell("/".join(v.key for v in combo), tuple((a.name, v) for a, v in zip(self.axes, combo))))
         return out
+
+    def combos(self, axes: tuple[str, ...]) -> list[tuple[tuple[str, AxisValue], ...]]:
+        """Every combination of the values of `axes` (table rows or columns), as (axis, value) pairs."""
+        return [tuple(zip(axes, values)) for values in itertools.product(*(self.axis(a).values for a in axes))]
+
+    def cell_key(self, row, column) -> str | None:
+        """The key of the cell at a table row and column (None where excluded)."""
+        keys = {axis: value.key for axis, value in row + column}
+        return None if self.is_excluded(keys) else "/".join(keys[a.name] for a in self.axes)
 
     def cell(self, key: str) -> Cell:
         for cell in self.cells():

@@ -36,6 +36,10 @@ class Experiment:
     def steps_per_epoch(self) -> int:
         return self.dataset.steps_per_epoch(self.config.batch_size)
 
+    def for_epoch(self, state: TrainState, epoch: int) -> TrainState:
+        """`state` with the apply function the method trains and evaluates with in `epoch`."""
+        return state.replace(apply_fn=self.recipe.forward(epoch) or self.model.apply)
+
 
 def example_input(dataset) -> jnp.ndarray:
     return jnp.zeros((1, *dataset.input_shape), jnp.float32)

@@ -122,6 +122,7 @@ class Trainer:
         epoch, start = position["epoch"], position["batch"]
         if start == 0:
             state = self.exp.recipe.on_epoch(state, epoch)
+        state = self.exp.for_epoch(state, epoch)  # also when resuming mid-epoch
         sums = {k: jnp.asarray(v, jnp.float32) for k, v in position["sums"].items()}
         began, compiled = time.time(), compile_seconds()
         bar.start_epoch(epoch, start)

@@ -39,6 +39,14 @@ class RunServices:
             raise CheckpointError(f"run {run_dir} has a different parameter structure than this model")
         return variables, other
 
+    def full_precision_apply(self):
+        """The apply function of this run's model's FP twin (same parameters, no quantizer), built once."""
+        if not hasattr(self, "_fp_apply"):
+            from bnnx.models import build_model
+
+            self._fp_apply = build_model(self.config.trained_model.full_precision_twin(), self.dataset.num_classes).apply
+        return self._fp_apply
+
     def train_sub_run(self, config, dataset=None):
         """Train `config` quietly on this run's data set (or `dataset`): a completed run in its
         out_dir is reused, an interrupted one resumed. Returns the loop's RunResult."""

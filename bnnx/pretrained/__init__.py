@@ -1,0 +1,1 @@
+"""Pretrained weights from other frameworks, mapped onto bnnx's models (numpy only)."""
