@@ -95,18 +95,30 @@ CASES = [(family, "w1a1") for family in FAMILIES] + [
     (family, variant) for family in ("mlp", "convnet") for variant in VARIANTS if variant != "w1a1"]
 
 
+def random_value(path, shape, rng):
+    name = path[-1]
+    if name == "kernel":
+        return rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
+    if name in ("scale", "var"):
+        return rng.uniform(0.5, 2.0, shape)
+    return rng.normal(size=shape) * (0.5 if name == "mean" else 0.1)
+
+
 def random_variables(model, x, seed):
-    """Initialised variables with random BN statistics and learned scales, so that no layer is
-    the identity and the packed/float paths cannot agree by accident."""
-    variables = jax.device_get(model.init(jax.random.key(seed), x, train=False))
+    """Random values in every variable (BN statistics and learned scales included), so that no
+    layer is the identity and the packed/float paths cannot agree by accident; no init is
+    compiled, shapes come from an abstract one."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
     rng = np.random.default_rng(seed)
-    stats = {path: (rng.normal(size=v.shape) * 0.5 if path[-1] == "mean" else rng.uniform(0.5, 2.0, v.shape))
-             for path, v in flat(variables.get("batch_stats", {})).items()}
-    params = {path: rng.uniform(0.5, 2.0, v.shape) if path[-1] == "scale" else v
-              for path, v in flat(variables["params"]).items()}
-    variables["batch_stats"] = unflat({p: jnp.asarray(v, jnp.float32) for p, v in stats.items()}) if stats else {}
-    variables["params"] = unflat({p: jnp.asarray(v, jnp.float32) for p, v in params.items()})
-    return {name: tree for name, tree in variables.items() if tree}
+    variables = {}
+    for collection, tree in shapes.items():
+        leaves = flat(tree)
+        if collection == "quant":
+            variables[collection] = unflat({p: jnp.ones(v.shape, jnp.float32) for p, v in leaves.items()})
+        elif leaves:
+            variables[collection] = unflat({p: jnp.asarray(random_value(p, v.shape, rng), jnp.float32)
+                                            for p, v in leaves.items()})
+    return variables
 
 
 def export_model(config: ModelConfig, shape, tmp_path, seed=0):
