@@ -89,22 +89,37 @@ def tensor_entries(variables: dict, policy: QuantPolicy) -> list[dict]:
 # ---- the file --------------------------------------------------------------------------
 
 def write_export(path: Path | str, entries: list[dict], info: dict) -> dict:
-    """Write `entries` and a manifest (with `info`) atomically to one .npz; returns the manifest."""
-    arrays, tensors = {}, []
+    """Write `entries` and a manifest (with `info`) atomically to one .npz; returns the manifest.
+
+    All uint32 words go into one array and all float32 values into another, each tensor's
+    planes recorded as [array, offset, count]: two zip entries instead of one per tensor keep
+    the file at its data's size plus a small header."""
+    blobs: dict[str, list[np.ndarray]] = {"words": [], "floats": []}
+    sizes = {"words": 0, "floats": 0}
+    tensors = []
     for entry in entries:
-        keys = {}
+        where = {}
         for plane, array in entry["arrays"].items():
-            keys[plane] = f"a{len(arrays)}"
-            arrays[keys[plane]] = array
+            blob = "words" if array.dtype == np.uint32 else "floats"
+            where[plane] = [blob, sizes[blob], int(array.size), list(array.shape)]
+            blobs[blob].append(array.ravel().astype(np.uint32 if blob == "words" else np.float32))
+            sizes[blob] += int(array.size)
         shape = entry.get("shape", list(np.shape(entry["arrays"].get("value", ()))))
-        tensors.append({**{k: v for k, v in entry.items() if k != "arrays"}, "shape": shape, "arrays": keys})
-    packed = sum(a.nbytes for a in arrays.values())
+        tensors.append({**{k: v for k, v in entry.items() if k != "arrays"}, "shape": shape, "arrays": where})
+    arrays = {name: np.concatenate(parts) if parts else np.zeros(0, np.uint32 if name == "words" else np.float32)
+              for name, parts in blobs.items()}
     floats = sum(4 * math.prod(t["shape"]) for t in tensors if not t.get("derived"))
-    manifest = {"format": FORMAT, **info, "bytes": {"stored": packed, "float32": floats}, "tensors": tensors}
+    stored = sum(a.nbytes for a in arrays.values())
+    manifest = {"format": FORMAT, **info, "bytes": {"stored": stored, "float32": floats}, "tensors": tensors}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
     write_bytes(path, buffer.getvalue())
     return manifest
+
+
+def _plane(arrays: dict, where: list) -> np.ndarray:
+    blob, offset, count, shape = where
+    return arrays[blob][offset:offset + count].reshape(shape)
 
 
 @dataclasses.dataclass
@@ -157,7 +172,7 @@ def unpack(path: Path | str) -> Exported:
             raise CheckpointError(f"{path} has format {manifest.get('format')!r}; expected {FORMAT}")
         tensors, planes = {}, {}
         for tensor in manifest["tensors"]:
-            found = {plane: arrays[key] for plane, key in tensor["arrays"].items()}
+            found = {plane: _plane(arrays, where) for plane, where in tensor["arrays"].items()}
             if tensor["encoding"] in PACKED_ENCODINGS:
                 planes[tensor["name"]] = found
             else:

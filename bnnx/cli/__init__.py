@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,6 +17,19 @@ from bnnx.errors import BnnxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="bnnx: train binarized and ternary neural networks, reproduce the papers' tables.")
+
+
+@app.callback()
+def global_options(
+    jax_cache: Optional[Path] = typer.Option(
+        None, "--jax-cache", envvar="BNNX_JAX_CACHE",
+        help="Folder of JAX's persistent compilation cache (default: $XDG_CACHE_HOME/bnnx/jax or ~/.cache/bnnx/jax)."),
+    no_jax_cache: bool = typer.Option(False, "--no-jax-cache", help="Do not read or write the compilation cache."),
+):
+    """Options for every command; they go before the command's name."""
+    from bnnx.cli.jax_cache import configure
+
+    configure(jax_cache, enabled=not no_jax_cache)
 
 
 def user_errors(command):
