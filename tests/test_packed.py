@@ -146,3 +146,24 @@ def test_packed_logits_equal_the_training_models_eval_logits(family, variant, tm
     got = np.asarray(jax.jit(lambda p, x: packed_apply(packed_model, p, x))(packed, x))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(expected, -1))
+
+
+# ---- the bench's packed cases (their figures go to bench.json; here only their accounting) ----
+
+def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
+    from bnnx.packed.bench import export_size_case
+
+    row = export_size_case("convnet", "digits")
+    extras = ("batch_stats_bytes", "quant_bytes", "word_padding_bytes", "manifest_bytes", "zip_and_npy_headers_bytes")
+    assert row["file_bytes"] == row["summary_packed_bytes"] + sum(row[key] for key in extras)
+    # 3×3 taps of 16 and 32 channels: each tap's channels start a 32-bit word (16 → 32 bits wasted)
+    assert row["word_padding_bytes"] == 32 * 9 * 16 // 8
+    assert row["met"] == (row["ratio"] <= row["target"])
+
+
+def test_speed_rows_time_layers_whose_outputs_are_equal():
+    from bnnx.packed.bench import conv_case, dense_case
+
+    for row in (dense_case(batch=2, features=64, repeats=1), conv_case(batch=1, size=4, channels=32, repeats=1)):
+        assert row["outputs_equal"] is True
+        assert row["float32_ms"] > 0 and row["packed_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])

@@ -42,7 +42,9 @@ def median_ms(functions: dict, repeats: int) -> dict[str, float]:
 def _speed_row(name: str, float_fn, packed_fn, target: float, repeats: int, **shape) -> dict:
     ms = median_ms({"float32": float_fn, "packed": packed_fn}, repeats)
     ratio = ms["float32"] / ms["packed"]
+    equal = bool(np.array_equal(np.asarray(float_fn()), np.asarray(packed_fn())))  # it times the same layer
     return {"case": name, **shape, "float32_ms": round(ms["float32"], 3), "packed_ms": round(ms["packed"], 3),
+            "outputs_equal": equal,
             "repeats": repeats, "ratio": round(ratio, 3), "target": target, "met": ratio >= target,
             "figure": "float32 time / packed time (speedup)"}
 
