@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from bnnx.export import tensor_entries, write_export
-from bnnx.layers import flat, unflat
+from bnnx.layers import flat
 from bnnx.models import ModelConfig, build_model
 from bnnx.packed import kernels
+from bnnx.packed.bench import random_variables
 from bnnx.packed.bits import pack_kernel, pack_rows, unpack_rows_np
 from bnnx.packed.engine import load, packed_apply
 
@@ -93,32 +94,6 @@ VARIANTS = {  # quantization settings, each on the cheap families
 }
 CASES = [(family, "w1a1") for family in FAMILIES] + [
     (family, variant) for family in ("mlp", "convnet") for variant in VARIANTS if variant != "w1a1"]
-
-
-def random_value(path, shape, rng):
-    name = path[-1]
-    if name == "kernel":
-        return rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
-    if name in ("scale", "var"):
-        return rng.uniform(0.5, 2.0, shape)
-    return rng.normal(size=shape) * (0.5 if name == "mean" else 0.1)
-
-
-def random_variables(model, x, seed):
-    """Random values in every variable (BN statistics and learned scales included), so that no
-    layer is the identity and the packed/float paths cannot agree by accident; no init is
-    compiled, shapes come from an abstract one."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    rng = np.random.default_rng(seed)
-    variables = {}
-    for collection, tree in shapes.items():
-        leaves = flat(tree)
-        if collection == "quant":
-            variables[collection] = unflat({p: jnp.ones(v.shape, jnp.float32) for p, v in leaves.items()})
-        elif leaves:
-            variables[collection] = unflat({p: jnp.asarray(random_value(p, v.shape, rng), jnp.float32)
-                                            for p, v in leaves.items()})
-    return variables
 
 
 def export_model(config: ModelConfig, shape, tmp_path, seed=0):
