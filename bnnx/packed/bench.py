@@ -139,7 +139,37 @@ def export_size_case(model_name="binarynet", dataset="cifar10", target=1.01) -> 
             "figure": "export file bytes / (summary packed bytes + BN running statistics), at most"}
 
 
-CASES = {"packed-dense": dense_case, "packed-conv": conv_case, "export-size": export_size_case}
+def model_case(model_name="binarynet", dataset="cifar10", batch=64, target=1.0, repeats=5) -> dict:
+    """A whole model's eval forward pass: the float model (as training evaluates it) against the
+    packed engine on its export. No target in the issue; ≥ 1 says packing does not lose time
+    around the layers (first/last layers, BN and pooling stay float in both)."""
+    from bnnx.export import tensor_entries, write_export
+    from bnnx.models import ModelConfig, build_model
+    from bnnx.packed.engine import load, packed_apply
+    from bnnx.summary import summarize
+
+    summary = summarize(ModelConfig(name=model_name), dataset)
+    model = build_model(ModelConfig(name=model_name), summary.num_classes)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(batch, *summary.input_shape)), jnp.float32)
+    variables = random_variables(model, x[:1])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "export.npz"
+        write_export(path, tensor_entries(variables, model.policy), {"model": {"name": model_name},
+                                                                      "num_classes": summary.num_classes})
+        packed_model, packed, _ = load(path)
+    float_forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    packed_forward = jax.jit(lambda p, x: packed_apply(packed_model, p, x))
+    row = _speed_row(f"packed-model-{model_name}-{dataset}-b{batch}", lambda: float_forward(variables, x),
+                     lambda: packed_forward(packed, x), target, repeats, batch=batch)
+    # logits go through float BN and real layers: equal up to rounding, and the same classes
+    expected, got = np.asarray(float_forward(variables, x)), np.asarray(packed_forward(packed, x))
+    row["outputs_equal"] = bool(np.allclose(got, expected, rtol=1e-5, atol=1e-4)
+                                and np.array_equal(got.argmax(-1), expected.argmax(-1)))
+    return row
+
+
+CASES = {"packed-dense": dense_case, "packed-conv": conv_case, "packed-model": model_case,
+         "export-size": export_size_case}
 
 
 def run_packed_cases(only: str | None = None) -> list[dict]:
