@@ -50,3 +50,23 @@ def test_default_folder_and_an_already_configured_one(tmp_path, monkeypatch):
     configured = jax.config.jax_compilation_cache_dir  # the test session's own (conftest.py)
     assert configured and configure(None) == Path(configured)
     assert jax.config.jax_compilation_cache_dir == configured
+
+
+def test_worker_processes_inherit_the_cache_settings(tmp_path, monkeypatch):
+    for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE",
+                 "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch puts back what was there, or nothing
+        monkeypatch.delenv(name)
+    before = {name: getattr(jax.config, name) for name in ("jax_compilation_cache_dir", "jax_enable_compilation_cache",
+                                                           "jax_persistent_cache_min_compile_time_secs")}
+    try:
+        assert configure(tmp_path / "c") == tmp_path / "c"
+        assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "c")
+        assert os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "0.0"
+        child = subprocess.run([sys.executable, "-c", "import jax; print(jax.config.jax_compilation_cache_dir)"],
+                               capture_output=True, text=True, timeout=120)
+        assert child.stdout.strip() == str(tmp_path / "c")
+        assert configure(None, enabled=False) is None and os.environ["JAX_ENABLE_COMPILATION_CACHE"] == "false"
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)

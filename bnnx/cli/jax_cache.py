@@ -29,7 +29,7 @@ def configure(folder: Path | None, enabled: bool = True) -> Path | None:
     import jax
 
     if not enabled:
-        jax.config.update("jax_enable_compilation_cache", False)
+        _set(jax, jax_enable_compilation_cache=False)
         return None
     configured = jax.config.jax_compilation_cache_dir
     if folder is None and configured:
@@ -39,12 +39,18 @@ def configure(folder: Path | None, enabled: bool = True) -> Path | None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         print(f"warning: JAX compilation cache off: cannot create {folder}: {error.strerror or error}", file=sys.stderr)
-        jax.config.update("jax_enable_compilation_cache", False)
+        _set(jax, jax_enable_compilation_cache=False)
         return None
-    jax.config.update("jax_enable_compilation_cache", True)
-    jax.config.update("jax_compilation_cache_dir", str(folder))
     # bnnx's steps compile in well under JAX's default 1 s threshold on small models, and those
     # are the runs where compilation is most of the time
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _set(jax, jax_enable_compilation_cache=True, jax_compilation_cache_dir=str(folder),
+         jax_persistent_cache_min_compile_time_secs=0.0, jax_persistent_cache_min_entry_size_bytes=0)
     return folder
+
+
+def _set(jax, **settings) -> None:
+    """Set JAX's config here and in the environment, so that worker processes a command starts
+    (a sweep's local jobs, cluster launchers) use the same cache."""
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
