@@ -71,3 +71,14 @@ def test_eval_of_bad_paths_is_one_line(run_cli, tmp_path):
     for path in (tmp_path / "missing.npz", corrupt, tmp_path):
         code, text = run_cli("eval", str(path))
         assert code == 2 and text.strip().count("\n") == 0 and text.startswith("error: "), text
+
+
+def test_eval_refuses_bad_overrides_in_one_line(compose, digits, run_cli, tmp_path):
+    _, result = train_run(compose, digits, tmp_path, "epochs=1")
+    assert run_cli("export", str(result.run_dir))[0] == 0
+    for path, override, message in ((result.run_dir, "no_such_key=1", "unknown key"),
+                                    (result.run_dir, "eval_batch_size=0", "eval_batch_size must be >= 1"),
+                                    (result.run_dir / "export.npz", "model.hidden=[8]", "fixed"),
+                                    (result.run_dir / "export.npz", "oops", "not key=value")):
+        code, text = run_cli("eval", str(path), override)
+        assert code == 2 and text.strip().count("\n") == 0 and message in text, text

@@ -61,7 +61,14 @@ def eval_command(
     from bnnx.evaluate import evaluate_checkpoint, evaluate_export
     from bnnx.io import write_json
 
-    config = _with_overrides(_base_config(path), list(overrides or []))
+    overrides = list(overrides or [])
+    fixed = [o for o in overrides if o.lstrip("+~").split(".")[0].split("=")[0] in ("model", "method")]
+    if fixed and not path.is_dir():
+        from bnnx.errors import ConfigError
+
+        raise ConfigError(f"{fixed[0]!r}: an export's model and method are fixed; only dataset.* and "
+                          "eval_batch_size apply")
+    config = _with_overrides(_base_config(path), overrides)
     result = evaluate_checkpoint(config, path) if path.is_dir() else evaluate_export(path, config)
     if json_out is not None:
         try:
