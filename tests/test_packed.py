@@ -142,3 +142,25 @@ def test_speed_rows_time_layers_whose_outputs_are_equal():
     for row in (dense_case(batch=2, features=64, repeats=1), conv_case(batch=1, size=4, channels=32, repeats=1)):
         assert row["outputs_equal"] is True
         assert row["float32_ms"] > 0 and row["packed_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
+
+
+def test_layers_with_masks_off_run_as_the_training_model_runs_them(tmp_path):
+    """Input mask 0 (PPT's and ILB's real phases): real inputs, sign-select; a per-weight kernel
+    mask (RPR's relaxed weights): stored as float, run by the float layer inside the packed model."""
+    from bnnx.layers import set_quant
+
+    config = ModelConfig(name="mlp", options={"hidden": (24, 24, 24, 24)})
+    model = build_model(config, num_classes=10)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(6, 8, 8, 1)), jnp.float32)
+    variables = random_variables(model, x, seed=2)
+    relaxed = (np.random.default_rng(3).random((24, 24)) < 0.5).astype(np.float32)
+    quant = set_quant(variables["quant"], "input_mask", 0.0, layers=[("QuantDense_1",)])
+    variables["quant"] = set_quant(quant, "kernel_mask", relaxed, layers=[("QuantDense_2",)])
+    write_export(tmp_path / "m.npz", tensor_entries(variables, model.policy), {"model": {"name": "mlp", "hidden": [24] * 4},
+                                                                               "num_classes": 10})
+    packed_model, packed, _ = load(tmp_path / "m.npz")
+    assert set(packed.layers) == {"QuantDense_1", "QuantDense_3"}
+    assert not packed.layers["QuantDense_1"].binary_inputs and packed.layers["QuantDense_3"].binary_inputs
+    expected = np.asarray(model.apply(variables, x, train=False))
+    got = np.asarray(jax.jit(lambda p, x: packed_apply(packed_model, p, x))(packed, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
