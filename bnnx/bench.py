@@ -1,4 +1,5 @@
-"""Speed and memory benchmark: train-step throughput, compile time, peak memory → JSON.
+"""Speed and memory benchmark: train-step throughput, compile time, peak memory, packed vs float
+inference and export size (`bnnx.packed.bench`) → JSON.
 
 Targets live here, not in tests: each case records its measured figure next to its
 target and whether it met it. `bnnx bench --out bench.json` (or `make bench`).
@@ -72,7 +73,10 @@ def run_case(case: Case, compose) -> dict:
 
 
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
+    from bnnx.packed.bench import run_packed_cases
+
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
+    results += run_packed_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out, report)

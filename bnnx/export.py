@@ -1,15 +1,16 @@
 """Bit-packed export of a trained run: one .npz holding every tensor plus a JSON manifest.
 
 A binary-bound kernel is stored as the value the forward pass sees, q(w) (its latent weights
-are not exported): binary kernels as sign bits (`numpy.packbits`, +1 ↦ 1, −1 ↦ 0, sign(0) = +1),
-ternary kernels as two bit-planes (nonzero, positive). A per-channel scale (XNOR-Net's
+are not exported): binary kernels as sign bits in uint32 words along the reduction axis, one row
+per output channel (+1 ↦ 1, −1 ↦ 0, sign(0) = +1; layout in `bnnx.packed.bits`), ternary kernels
+as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) computes on them. A per-channel scale (XNOR-Net's
 mean|w|) is stored beside it as float32. A kernel whose precision mask is not all 1 (RPR's
 relaxed weights) is stored as its effective float32 value where(mask, q(w)·scale, w).
 Everything else (real kernels, BN, biases, the quant collection) is float32.
 
-`unpack` decodes the file exactly; `Exported.variables()` gives flax variables for the run's
-model with the stored kernels in place and every kernel mask at 0, so the forward pass uses
-them as they are (input quantization is kept).
+`unpack` reads the file; `Exported.variables()` gives flax variables for the run's model with the
+stored kernels decoded to float in place and every kernel mask at 0, so the float forward pass
+uses them as they are (input quantization is kept): the reference the packed engine must equal.
 """
 
 from __future__ import annotations
@@ -29,30 +30,12 @@ import numpy as np
 from bnnx.errors import CheckpointError
 from bnnx.io import write_bytes
 from bnnx.layers import QuantPolicy, binary_layer_paths, flat, set_quant, unflat
+from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.quantizers import mean_abs_scale
 
-FORMAT = "bnnx-export/1"
+FORMAT = "bnnx-export/2"
+PACKED_ENCODINGS = ("sign_words", "ternary_words")
 MANIFEST_KEY = "manifest"
-
-
-# ---- bit packing ---------------------------------------------------------------------
-
-def pack_levels(levels: np.ndarray, ternary: bool) -> dict[str, np.ndarray]:
-    """±1 (or −1/0/+1) values → bit-planes: `sign` (1 where > 0) and, for ternary, `nonzero`."""
-    values = np.asarray(levels).ravel()
-    planes = {"sign": np.packbits(values > 0)}
-    if ternary:
-        planes["nonzero"] = np.packbits(values != 0)
-    return planes
-
-
-def unpack_levels(planes: dict[str, np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of `pack_levels`: float32 values in {−1, +1} (or {−1, 0, +1} with `nonzero`)."""
-    count = math.prod(shape)
-    values = np.where(np.unpackbits(planes["sign"], count=count) > 0, 1.0, -1.0)
-    if "nonzero" in planes:
-        values = np.where(np.unpackbits(planes["nonzero"], count=count) > 0, values, 0.0)
-    return values.astype(np.float32).reshape(shape)
 
 
 # ---- from variables to tensors -------------------------------------------------------
@@ -75,8 +58,8 @@ def kernel_entries(name: str, kernel, mask, beta, policy: QuantPolicy, layer_par
         value = np.where(np.asarray(mask) > 0, effective, np.asarray(kernel, np.float32))
         return [{"name": name, "encoding": "float32", "arrays": {"value": value.astype(np.float32)}}]
     ternary = policy.kernel_quantizer.levels == 3
-    entry = {"name": name, "encoding": "ternary_planes" if ternary else "sign_bits",
-             "shape": list(quantized.shape), "arrays": pack_levels(quantized, ternary)}
+    entry = {"name": name, "encoding": "ternary_words" if ternary else "sign_words",
+             "shape": list(quantized.shape), "arrays": pack_kernel(quantized, ternary)}
     if scale is None:
         return [entry]
     scale_name = name + "_scale"
@@ -106,29 +89,45 @@ def tensor_entries(variables: dict, policy: QuantPolicy) -> list[dict]:
 # ---- the file --------------------------------------------------------------------------
 
 def write_export(path: Path | str, entries: list[dict], info: dict) -> dict:
-    """Write `entries` and a manifest (with `info`) atomically to one .npz; returns the manifest."""
-    arrays, tensors = {}, []
+    """Write `entries` and a manifest (with `info`) atomically to one .npz; returns the manifest.
+
+    All uint32 words go into one array and all float32 values into another, each tensor's
+    planes recorded as [array, offset, count]: two zip entries instead of one per tensor keep
+    the file at its data's size plus a small header."""
+    blobs: dict[str, list[np.ndarray]] = {"words": [], "floats": []}
+    sizes = {"words": 0, "floats": 0}
+    tensors = []
     for entry in entries:
-        keys = {}
+        where = {}
         for plane, array in entry["arrays"].items():
-            keys[plane] = f"a{len(arrays)}"
-            arrays[keys[plane]] = array
+            blob = "words" if array.dtype == np.uint32 else "floats"
+            where[plane] = [blob, sizes[blob], int(array.size), list(array.shape)]
+            blobs[blob].append(array.ravel().astype(np.uint32 if blob == "words" else np.float32))
+            sizes[blob] += int(array.size)
         shape = entry.get("shape", list(np.shape(entry["arrays"].get("value", ()))))
-        tensors.append({**{k: v for k, v in entry.items() if k != "arrays"}, "shape": shape, "arrays": keys})
-    packed = sum(a.nbytes for a in arrays.values())
+        tensors.append({**{k: v for k, v in entry.items() if k != "arrays"}, "shape": shape, "arrays": where})
+    arrays = {name: np.concatenate(parts) if parts else np.zeros(0, np.uint32 if name == "words" else np.float32)
+              for name, parts in blobs.items()}
     floats = sum(4 * math.prod(t["shape"]) for t in tensors if not t.get("derived"))
-    manifest = {"format": FORMAT, **info, "bytes": {"stored": packed, "float32": floats}, "tensors": tensors}
+    stored = sum(a.nbytes for a in arrays.values())
+    manifest = {"format": FORMAT, **info, "bytes": {"stored": stored, "float32": floats}, "tensors": tensors}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
     write_bytes(path, buffer.getvalue())
     return manifest
 
 
+def _plane(arrays: dict, where: list) -> np.ndarray:
+    blob, offset, count, shape = where
+    return arrays[blob][offset:offset + count].reshape(shape)
+
+
 @dataclasses.dataclass
 class Exported:
-    """A decoded export: `tensors` by name ('params/…/kernel' holds q(w) for packed kernels)."""
+    """A read export: float `tensors` by name, the packed kernels' word `planes` by name."""
 
     tensors: dict[str, np.ndarray]
+    planes: dict[str, dict[str, np.ndarray]]
     manifest: dict
 
     def model(self):
@@ -137,15 +136,23 @@ class Exported:
 
         return build_model(model_from_dict(self.manifest["model"]), self.manifest["num_classes"])
 
-    def variables(self) -> dict[str, Any]:
-        """Flax variables whose forward pass equals the run's: packed kernels as q(w)·scale, and
-        every kernel mask 0 so the stored values are used as they are."""
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(next(t["shape"] for t in self.manifest["tensors"] if t["name"] == name))
+
+    def decoded(self, name: str) -> np.ndarray:
+        """A tensor as float32 values (a packed kernel as its ±1 / 0 levels, without its scale)."""
+        return unpack_kernel(self.planes[name], self.shape(name)) if name in self.planes else self.tensors[name]
+
+    def variables(self, packed: bool = True) -> dict[str, Any]:
+        """Flax variables whose float forward pass equals the run's: packed kernels decoded to
+        q(w)·scale (left out with `packed=False`), and every kernel mask 0 so the stored values
+        are used as they are."""
         out: dict[str, dict] = {"params": {}, "batch_stats": {}, "quant": {}}
         for tensor in self.manifest["tensors"]:
-            if tensor.get("derived"):
+            if tensor.get("derived") or (not packed and tensor["name"] in self.planes):
                 continue
             collection, *path = tensor["name"].split("/")
-            value = self.tensors[tensor["name"]]
+            value = self.decoded(tensor["name"])
             if "scale" in tensor:
                 value = value * self.tensors[tensor["scale"]]
             out[collection][tuple(path)] = jnp.asarray(value)
@@ -161,18 +168,21 @@ def unpack(path: Path | str) -> Exported:
         with np.load(path) as data:
             manifest = json.loads(data[MANIFEST_KEY].tobytes().decode())
             arrays = {key: data[key] for key in data.files if key != MANIFEST_KEY}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{path} is not a bnnx export: {str(error).splitlines()[0][:200]}") from None
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has format {manifest.get('format')!r}; expected {FORMAT}")
-    tensors = {}
-    for tensor in manifest["tensors"]:
-        planes = {plane: arrays[key] for plane, key in tensor["arrays"].items()}
-        if tensor["encoding"] == "float32":
-            tensors[tensor["name"]] = planes["value"]
-        else:
-            tensors[tensor["name"]] = unpack_levels(planes, tuple(tensor["shape"]))
-    return Exported(tensors, manifest)
+        if manifest.get("format") != FORMAT:
+            raise CheckpointError(f"{path} has format {manifest.get('format')!r}; expected {FORMAT}")
+        tensors, planes = {}, {}
+        for tensor in manifest["tensors"]:
+            found = {plane: _plane(arrays, where) for plane, where in tensor["arrays"].items()}
+            if tensor["encoding"] in PACKED_ENCODINGS:
+                planes[tensor["name"]] = found
+            else:
+                tensors[tensor["name"]] = found["value"]
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} is not a bnnx export: {reason}") from None
+    return Exported(tensors, planes, manifest)
 
 
 # ---- a run ---------------------------------------------------------------------------
@@ -198,5 +208,5 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     info = {"model": config_to_dict(dataclasses.replace(config, model=config.trained_model))["model"],
             "dataset": config.dataset.name, "num_classes": dataset.num_classes,
             "input_shape": list(dataset.input_shape), "step": run.step,
-            "binary_inputs": [r.name for r in layers if r.binary_inputs]}
+            "binary_inputs": [r.name for r in layers if r.binary_inputs], "config": config_to_dict(config)}
     return path, write_export(path, tensor_entries(variables, model.policy), info)

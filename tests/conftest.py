@@ -16,6 +16,7 @@ def pytest_configure(config):
 
     cache = config.rootpath / ".pytest_cache" / "jax"
     jax.config.update("jax_compilation_cache_dir", str(cache))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))  # and the CLI processes tests start
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 

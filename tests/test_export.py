@@ -11,25 +11,34 @@ import numpy as np
 import pytest
 
 from bnnx.errors import CheckpointError
-from bnnx.export import pack_levels, tensor_entries, unpack, unpack_levels, write_export
+from bnnx.export import tensor_entries, unpack, write_export
+from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.layers import flat, set_quant, unflat
 from bnnx.models import ModelConfig, build_model
 
 
-def test_sign_bits_round_trip_with_an_odd_size():
+def test_sign_words_hold_bit_k_of_the_reduction_axis_in_word_k_div_32():
+    kernel = np.ones((40, 2), np.float32)
+    kernel[[1, 33], 0] = -1.0  # output 0: every bit set but bit 1 of word 0 and bit 1 of word 1
+    planes = pack_kernel(kernel, ternary=False)
+    assert planes["sign"].dtype == np.uint32 and planes["sign"].shape == (2, 2)
+    np.testing.assert_array_equal(planes["sign"], [[0xFFFFFFFD, 0xFD], [0xFFFFFFFF, 0xFF]])
+
+
+def test_sign_words_round_trip_with_an_odd_size():
     rng = np.random.default_rng(0)
     levels = np.where(rng.random((3, 3, 5, 7)) < 0.5, -1.0, 1.0).astype(np.float32)
-    planes = pack_levels(levels, ternary=False)
-    assert set(planes) == {"sign"} and planes["sign"].dtype == np.uint8
-    assert planes["sign"].nbytes == math.ceil(levels.size / 8) == 40
-    np.testing.assert_array_equal(unpack_levels(planes, levels.shape), levels)
+    planes = pack_kernel(levels, ternary=False)
+    assert set(planes) == {"sign"}
+    assert planes["sign"].shape == (7, 9)  # each 3×3 tap's 5 input channels start a word
+    np.testing.assert_array_equal(unpack_kernel(planes, levels.shape), levels)
 
 
 def test_ternary_planes_round_trip_with_exact_zeros():
     levels = np.array([[-1, 0, 1], [0, 0, -1], [1, 1, 0]], np.float32)
-    planes = pack_levels(levels, ternary=True)
+    planes = pack_kernel(levels, ternary=True)
     assert set(planes) == {"sign", "nonzero"}
-    decoded = unpack_levels(planes, levels.shape)
+    decoded = unpack_kernel(planes, levels.shape)
     np.testing.assert_array_equal(decoded, levels)
     assert not np.signbit(decoded[levels == 0]).any()  # zeros come back as +0.0
 
@@ -57,13 +66,13 @@ def test_binary_kernels_are_their_signs_with_sign_zero_plus_one(tmp_path):
     manifest = write_export(tmp_path / "e.npz", tensor_entries(variables, model.policy), {"note": "x"})
     exported = unpack(tmp_path / "e.npz")
     encodings = {t["name"]: t["encoding"] for t in manifest["tensors"]}
-    assert encodings["params/QuantDense_1/kernel"] == "sign_bits"
+    assert encodings["params/QuantDense_1/kernel"] == "sign_words"
     assert encodings["params/QuantDense_0/kernel"] == encodings["params/QuantDense_2/kernel"] == "float32"
-    np.testing.assert_array_equal(exported.tensors["params/QuantDense_1/kernel"], np.where(kernel >= 0, 1.0, -1.0))
-    assert (exported.tensors["params/QuantDense_1/kernel"][0, :3] == 1.0).all()
+    np.testing.assert_array_equal(exported.decoded("params/QuantDense_1/kernel"), np.where(kernel >= 0, 1.0, -1.0))
+    assert (exported.decoded("params/QuantDense_1/kernel")[0, :3] == 1.0).all()
     for path, value in flat(variables["params"]).items():
         if path != ("QuantDense_1", "kernel"):
-            np.testing.assert_array_equal(exported.tensors["/".join(("params", *path))], np.asarray(value))
+            np.testing.assert_array_equal(exported.decoded("/".join(("params", *path))), np.asarray(value))
     assert manifest["note"] == "x" and manifest["bytes"]["stored"] < manifest["bytes"]["float32"]
 
 
@@ -77,10 +86,10 @@ def test_exported_variables_reproduce_the_forward_pass(tmp_path):
 
     manifest = write_export(tmp_path / "e.npz", tensor_entries(variables, model.policy), {})
     encodings = {t["name"]: t["encoding"] for t in manifest["tensors"]}
-    assert encodings["params/QuantDense_1/kernel"] == "ternary_planes"
+    assert encodings["params/QuantDense_1/kernel"] == "ternary_words"
     assert encodings["params/QuantDense_2/kernel"] == "float32"
     exported = unpack(tmp_path / "e.npz")
-    assert set(np.unique(exported.tensors["params/QuantDense_1/kernel"])) <= {-1.0, 0.0, 1.0}
+    assert set(np.unique(exported.decoded("params/QuantDense_1/kernel"))) <= {-1.0, 0.0, 1.0}
 
     np.testing.assert_array_equal(np.asarray(model.apply(exported.variables(), x)),
                                   np.asarray(model.apply(variables, x)))
@@ -106,10 +115,10 @@ def test_exported_run_scores_the_runs_final_test_accuracy(compose, digits, run_c
     code, text = run_cli("export", str(run_dir), "--out", str(out))
     assert code == 0, text
     exported = unpack(out)
-    binary = [t for t in exported.manifest["tensors"] if t["encoding"] == "sign_bits"]
+    binary = [t for t in exported.manifest["tensors"] if t["encoding"] == "sign_words"]
     assert len(binary) == 2  # the two hidden 3×3 convs
     for tensor in binary:
-        assert set(np.unique(exported.tensors[tensor["name"]])) == {-1.0, 1.0}
+        assert set(np.unique(exported.decoded(tensor["name"]))) == {-1.0, 1.0}
 
     logits = jax.jit(exported.model().apply)(exported.variables(), digits.normalize(digits.test_images))
     accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == digits.test_labels))

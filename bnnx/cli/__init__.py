@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -30,9 +32,18 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                          help="Print bnnx's version and exit.")) -> None:
-    """bnnx: train binarized and ternary neural networks, reproduce the papers' tables."""
+def global_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print bnnx's version and exit."),
+    jax_cache: Optional[Path] = typer.Option(
+        None, "--jax-cache", envvar="BNNX_JAX_CACHE",
+        help="Folder of JAX's persistent compilation cache (default: $XDG_CACHE_HOME/bnnx/jax or ~/.cache/bnnx/jax)."),
+    no_jax_cache: bool = typer.Option(False, "--no-jax-cache", help="Do not read or write the compilation cache."),
+):
+    """Options for every command; they go before the command's name."""
+    from bnnx.cli.jax_cache import configure
+
+    configure(jax_cache, enabled=not no_jax_cache)
 
 
 def user_errors(command):
@@ -52,7 +63,7 @@ def user_errors(command):
 def _register_commands() -> None:
     from bnnx.cli import train  # noqa: F401  (each module adds its commands to `app`)
 
-    for name in ("data", "summary", "sweep", "analyze", "export", "bench", "imports"):
+    for name in ("data", "summary", "sweep", "analyze", "export", "eval", "bench", "imports"):
         try:
             __import__(f"bnnx.cli.{name}")
         except ModuleNotFoundError as error:

@@ -1,0 +1,84 @@
+"""`bnnx eval` and the packed engine on trained runs: the export scores the run's own accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bnnx.evaluate import evaluate_checkpoint, evaluate_export
+from bnnx.export import PACKED_ENCODINGS, export_run, unpack
+
+METHODS = {  # tiny digits runs; RPR needs FF = 1 at the end (5 epochs) for its kernels to pack
+    "ste": ("method=ste", "epochs=2"),
+    "bop": ("method=bop", "epochs=6"),
+    "bnew": ("method=bnew", "epochs=10"),  # its kernels lock to ±1 in stage 3
+    "bmd": ("method=bmd", "epochs=2"),
+    "rpr-binary": ("method=rpr", "epochs=5"),
+    "rpr-ternary": ("method=rpr", "method.levels=ternary", "epochs=5"),
+    "ste-w1a32-mean_abs": ("method=ste", "model.binary_activations=false", "model.scaling=mean_abs", "epochs=2"),
+}
+
+
+def train_run(compose, digits, tmp_path, *overrides):
+    from bnnx.train.loop import train
+
+    config = compose("model=mlp", "model.hidden=[48,40,32]", "batch_size=32", f"out_dir={tmp_path / 'run'}",
+                     *overrides)
+    result = train(config, dataset=digits)
+    assert result.status == "completed"
+    return config, result
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_packed_export_scores_the_runs_own_accuracy(method, compose, digits, tmp_path):
+    config, result = train_run(compose, digits, tmp_path, *METHODS[method])
+    path, manifest = export_run(config, result.run_dir)
+    packed = [t["name"] for t in manifest["tensors"] if t["encoding"] in PACKED_ENCODINGS]
+    assert packed == ["params/QuantDense_1/kernel", "params/QuantDense_2/kernel"]  # the hidden layers
+
+    figures = evaluate_export(path, config, dataset=digits)
+    assert figures["test_accuracy"] == result.summary["test_accuracy"]
+    assert figures["examples"] == len(digits.test_labels)
+    assert figures["test_accuracy"] > 0.3  # it learned (chance is 0.1), so the match is not by luck
+    assert evaluate_checkpoint(config, result.run_dir, dataset=digits)["test_accuracy"] == figures["test_accuracy"]
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.binary_activations=false",)], ids=["w1a1", "w1a32"])
+def test_cli_export_then_eval_prints_the_runs_accuracy(overrides, compose, digits, run_cli, tmp_path):
+    _, result = train_run(compose, digits, tmp_path, "epochs=2", *overrides)
+    accuracy = result.summary["test_accuracy"]
+    code, text = run_cli("export", str(result.run_dir))
+    assert code == 0, text
+    export = result.run_dir / "export.npz"
+    assert unpack(export).manifest["config"]["model"]["binary_activations"] == (not overrides)
+
+    code, text = run_cli("eval", str(export), "--json", str(tmp_path / "eval.json"))
+    assert code == 0, text
+    line = text.strip()
+    assert line.count("\n") == 0 and line.startswith(f"test_accuracy={accuracy} ")
+    assert line.endswith(f"examples={len(digits.test_labels)}")
+    figures = json.loads((tmp_path / "eval.json").read_text())
+    assert figures["test_accuracy"] == accuracy and figures["source"] == "packed"
+
+    code, text = run_cli("eval", str(result.run_dir), "eval_batch_size=100")
+    assert code == 0 and text.strip().startswith(f"test_accuracy={accuracy} "), text
+
+
+def test_eval_of_bad_paths_is_one_line(run_cli, tmp_path):
+    corrupt = tmp_path / "export.npz"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    for path in (tmp_path / "missing.npz", corrupt, tmp_path):
+        code, text = run_cli("eval", str(path))
+        assert code == 2 and text.strip().count("\n") == 0 and text.startswith("error: "), text
+
+
+def test_eval_refuses_bad_overrides_in_one_line(compose, digits, run_cli, tmp_path):
+    _, result = train_run(compose, digits, tmp_path, "epochs=1")
+    assert run_cli("export", str(result.run_dir))[0] == 0
+    for path, override, message in ((result.run_dir, "no_such_key=1", "unknown key"),
+                                    (result.run_dir, "eval_batch_size=0", "eval_batch_size must be >= 1"),
+                                    (result.run_dir / "export.npz", "model.hidden=[8]", "fixed"),
+                                    (result.run_dir / "export.npz", "oops", "not key=value")):
+        code, text = run_cli("eval", str(path), override)
+        assert code == 2 and text.strip().count("\n") == 0 and message in text, text
