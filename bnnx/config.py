@@ -73,7 +73,7 @@ def _build(cls, values: dict, where: str, extra_ok: bool = False):
         raise ConfigError(f"{where}: {error}") from None
 
 
-_TUPLE_FIELDS = {"real_roles", "real_paths", "stages", "initial_binary", "ranking"}
+_TUPLE_FIELDS = {"real_roles", "real_paths", "stages", "initial_binary", "ranking", "rules"}
 
 
 def method_from_dict(values: dict) -> MethodConfig:
@@ -91,12 +91,12 @@ def model_from_dict(values: dict) -> ModelConfig:
     values = dict(values)
     check("name" in values, "model.name is missing")
     common = {k: values.pop(k) for k in list(values) if k in _field_names(ModelConfig)}
-    valid = model_options(common["name"])
+    valid = model_options(common["name"], common.get("target"))
     unknown = sorted(set(values) - set(valid))
     if unknown:
         keys = sorted(set(_field_names(ModelConfig)) - {"options"} | set(valid))
         raise ConfigError(f"unknown key 'model.{unknown[0]}'; valid keys: {', '.join(keys)}")
-    return _build(ModelConfig, {**common, "options": values}, "model")
+    return _build(ModelConfig, {**common, "options": {**(common.get("options") or {}), **values}}, "model")
 
 
 def config_from_dict(values: dict) -> TrainConfig:
@@ -128,7 +128,8 @@ def config_to_dict(config: TrainConfig) -> dict:
             value = {"name": value.name, **dataclasses.asdict(value)}
         elif field.name == "model":
             fields = dataclasses.asdict(value)
-            value = {**{k: v for k, v in fields.items() if k != "options"}, **fields["options"]}
+            unset = {"options"} | {k for k in ("target", "rules") if not fields[k]}  # zoo configs read as before
+            value = {**{k: v for k, v in fields.items() if k not in unset}, **fields["options"]}
         elif dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         out[field.name] = _plain(value)

@@ -115,7 +115,7 @@ def kib(bits: int) -> float:
 def precision_of(record: LayerRecord, config: ModelConfig) -> str:
     if not record.binary:
         return "real"
-    return "ternary" if config.policy().kernel_quantizer.levels == 3 else "binary"
+    return "ternary" if record.kernel_levels == 3 else "binary"
 
 
 def run_precision(records: list[LayerRecord], config: ModelConfig, params, quant) -> dict[str, int]:
