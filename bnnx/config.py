@@ -28,6 +28,23 @@ class AnalysisConfig:
     signs: bool = False  # track sign flips of binary-bound kernels per epoch
 
 
+LOGGERS = ("none", "wandb", "mlflow")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerConfig:
+    """Where a run is logged besides metrics.jsonl and its TensorBoard event files."""
+
+    name: str = "none"  # none | wandb | mlflow
+    project: str = "bnnx"  # W&B project, MLflow experiment
+    entity: str | None = None  # W&B entity (null: your default)
+    mode: str | None = None  # W&B mode: online | offline | disabled (null: WANDB_MODE, else online)
+    tracking_uri: str | None = None  # MLflow, e.g. file:./mlruns (null: MLFLOW_TRACKING_URI, else MLflow's default)
+
+    def __post_init__(self):
+        check(self.name in LOGGERS, f"unknown logger '{self.name}'; valid options: {', '.join(LOGGERS)}")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     method: MethodConfig
@@ -42,12 +59,15 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs; an interrupt always checkpoints
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
+    log_every_steps: int = 50  # per-step training loss and lr to the loggers; 0: epoch rows only
 
     def __post_init__(self):
         check(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
         check(self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})")
         check(self.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {self.eval_batch_size})")
         check(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1 (got {self.checkpoint_every})")
+        check(self.log_every_steps >= 0, f"log_every_steps must be >= 0 (got {self.log_every_steps})")
 
     @property
     def trained_model(self) -> ModelConfig:
@@ -108,6 +128,7 @@ def config_from_dict(values: dict) -> TrainConfig:
         "dataset": _build(DatasetConfig, values.pop("dataset", {}), "dataset"),
         "distill": _build(DistillConfig, values.pop("distill", {}) or {}, "distill"),
         "analysis": _build(AnalysisConfig, values.pop("analysis", {}) or {}, "analysis"),
+        "logger": _build(LoggerConfig, values.pop("logger", {}) or {}, "logger"),
     }
     return _build(TrainConfig, {**values, **parts}, "config")
 

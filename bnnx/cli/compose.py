@@ -8,7 +8,7 @@ from pathlib import Path
 from bnnx.errors import ConfigError
 
 CONF_DIR = Path(os.environ.get("BNNX_CONF", Path(__file__).resolve().parents[2] / "conf"))
-GROUPS = ("method", "model", "dataset")
+GROUPS = ("method", "model", "dataset", "logger")
 
 
 def group_options(group: str) -> list[str]:
