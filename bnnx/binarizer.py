@@ -118,10 +118,11 @@ class Binarized(nn.Module):
         nn.share_scope(self, self.model)
 
     def __call__(self, x, *args, train: bool = False, **kwargs):
-        kwargs = {**kwargs, **train_flags(self.model, train)}
-        plan = self.plan(lambda model, *inputs: model(*inputs, **kwargs), x, *args)
+        # the layer order is read from an evaluation-mode trace: no dropout or other train-time rng
+        evaluating = {**kwargs, **train_flags(self.model, False)}
+        plan = self.plan(lambda model, *inputs: model(*inputs, **evaluating), x, *args)
         with nn.intercept_methods(_Interceptor(self, plan, train)):
-            return self.model(x, *args, **kwargs)
+            return self.model(x, *args, **kwargs, **train_flags(self.model, train))
 
     def policy_of(self, path: tuple[str, ...]) -> QuantPolicy:
         """The policy a binary-bound layer at `path` quantizes with."""

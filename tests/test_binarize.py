@@ -211,3 +211,36 @@ def test_cli_bad_target_exits_2_with_one_line(run_cli, tmp_path, target, message
                          f"out_dir={tmp_path / 'bad'}")
     assert code == 2 and message in text and "Traceback" not in text
     assert not (tmp_path / "bad").exists()
+
+
+class DropoutBlock(nn.Module):
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        y = nn.Dropout(0.5)(nn.Dense(16)(nn.LayerNorm()(x)), deterministic=deterministic)
+        return x + nn.Dense(x.shape[-1])(nn.gelu(y))
+
+
+class RematNet(nn.Module):
+    """A `deterministic` flag instead of `train`, dropout, nn.remat'd blocks, BatchNorm."""
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        x = nn.Dense(8)(x)
+        for i in range(2):
+            x = nn.remat(DropoutBlock, static_argnums=(2,))(name=f"block{i}")(x, deterministic)
+        x = nn.BatchNorm(use_running_average=deterministic)(x)
+        return nn.Dense(3)(x.mean(axis=1))
+
+
+def test_deterministic_flag_dropout_and_remat():
+    from bnnx import binarize
+    from bnnx.layers import record_layers
+
+    model, x = binarize(RematNet()), jnp.ones((2, 5, 4))
+    assert [r.name for r in record_layers(model, x) if r.binary] == [
+        "block0/Dense_0", "block0/Dense_1", "block1/Dense_0", "block1/Dense_1"]
+    variables = model.init(jax.random.key(0), x, train=False)
+    train = [model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(k)})[0]
+             for k in (1, 2)]
+    assert not np.allclose(train[0], train[1])  # train=True reached the model as deterministic=False
+    np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
