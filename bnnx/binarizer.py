@@ -143,13 +143,10 @@ class Binarized(nn.Module):
         for index, name in enumerate(order):
             role = "first" if index == 0 else "last" if index == len(order) - 1 else "hidden"
             rule = self._rule_for(name)
-            if isinstance(self.policy.kernel_quantizer, Identity) or (rule and rule.precision == "real"):
-                policy = None
-            elif rule:
-                policy = rule.policy(self.policy)
-            else:
-                policy = self.policy if self.policy.binarizes(role, name) else None
-            plan[name] = (role, policy)
+            policy = self.policy if rule is None else None if rule.precision == "real" else rule.policy(self.policy)
+            full_precision = isinstance(self.policy.kernel_quantizer, Identity)  # the fp twin: rules do not apply
+            binary = policy is not None and policy.binarizes(role, name) and not full_precision
+            plan[name] = (role, policy if binary else None)
         return plan
 
 

@@ -244,3 +244,22 @@ def test_deterministic_flag_dropout_and_remat():
              for k in (1, 2)]
     assert not np.allclose(train[0], train[1])  # train=True reached the model as deterministic=False
     np.testing.assert_array_equal(model.apply(variables, x), model.apply(variables, x))
+
+
+def test_sweep_runs_an_external_model_with_distillation(run_cli, tmp_path):
+    import yaml
+
+    spec = {
+        "name": "external", "title": "t", "source": "s",
+        "base": ["model=external", "model.target=tests.models_external:SmallNet", "dataset=digits"],
+        "axes": [{"name": "method", "values": [
+            {"key": "fp", "name": "Real", "overrides": ["method=fp"]},
+            {"key": "bop", "name": "Bop", "overrides": ["method=bop", "distill.teacher=${cell:fp}"]}]}],
+        "rows": ["method"], "columns": [], "presets": {"smoke": {"seeds": 1, "overrides": ["epochs=2"]}},
+    }
+    path = tmp_path / "external.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    code, text = run_cli("sweep", str(path), "--preset", "smoke", "--out", str(tmp_path / "sweep"))
+    assert code == 0, text
+    summaries = sorted((tmp_path / "sweep").rglob("summary.json"))
+    assert len(summaries) == 2
