@@ -113,12 +113,11 @@ def train(config: TrainConfig, *, quiet: bool = True, dataset=None) -> RunResult
     run_dir = prepare_run_dir(config)
     fresh = not any(run_dir.iterdir())
     try:
-        trainer = Trainer(build_experiment(config, run_dir, dataset), run_dir, quiet)
+        return Trainer(build_experiment(config, run_dir, dataset), run_dir, quiet).run()
     except BaseException:
         if fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # leave no empty folder behind a run that never started
         raise
-    return trainer.run()
 
 
 class Trainer:
@@ -128,11 +127,12 @@ class Trainer:
         self.run_dir = run_dir
         self.quiet = quiet
         self.checkpoints = Checkpoints(run_dir)
-        self.observers = build_observers(self.config, run_dir, experiment)
+        self.observers = []
 
     def run(self) -> RunResult:
         started = time.time()
         state, position, rows = self._start()
+        self.observers = build_observers(self.config, self.run_dir, self.exp)  # after it: a refused resume writes nothing
         write_text(self.run_dir / "config.yaml", _yaml(config_to_dict(self.config)))
         status = "completed"
         try:
