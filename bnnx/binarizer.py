@@ -134,7 +134,7 @@ class Binarized(nn.Module):
 
     def plan(self, call, *inputs) -> dict[str, tuple[str, QuantPolicy]]:
         """(role, policy) of every quantizable layer by path, from an abstract trace of the model."""
-        order = _layer_order(self.model.clone(parent=None), call, inputs)
+        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.scope.path))
         check(bool(order), f"{type(self.model).__name__} calls no nn.Dense, nn.DenseGeneral, nn.Conv or nn.Einsum")
         for rule in self.rules:
             check(any(rule.matches(name) for name in order),
@@ -150,14 +150,14 @@ class Binarized(nn.Module):
         return plan
 
 
-def _layer_order(model: nn.Module, call, inputs) -> list[str]:
-    """Paths of the quantizable layers in first-call order; other interceptors (a caller's
-    capture, `record_layers`) do not see this trace."""
+def _layer_order(model: nn.Module, call, inputs, prefix: tuple[str, ...]) -> list[str]:
+    """Paths (below `prefix`, where the binarized model sits) of the quantizable layers in
+    first-call order; other interceptors (a caller's capture, `record_layers`) do not see this trace."""
     order: dict[str, None] = {}
 
     def scan(next_fun, args, kwargs, context):
         if context.method_name == "__call__" and layer_kind(context.module):
-            order.setdefault("/".join(context.module.scope.path))
+            order.setdefault("/".join((*prefix, *context.module.scope.path)))
         return next_fun(*args, **kwargs)
 
     structs = [jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in inputs]

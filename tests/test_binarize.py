@@ -263,3 +263,22 @@ def test_sweep_runs_an_external_model_with_distillation(run_cli, tmp_path):
     assert code == 0, text
     summaries = sorted((tmp_path / "sweep").rglob("summary.json"))
     assert len(summaries) == 2
+
+
+class Outer(nn.Module):
+    """A model built inside a bigger one and binarized there."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        from bnnx import binarize
+
+        return nn.Dense(2)(binarize(Mixer(), rules=[("Mixer_0/head", "binary")])(x, train=train))
+
+
+def test_a_binarized_submodule_sees_its_full_paths():
+    from bnnx.layers import record_layers
+
+    records = {r.name: r for r in record_layers(Outer(), jnp.ones((1, 5, 4)))}
+    names = ["embed", "shared", "attn/query", "attn/key", "attn/value", "attn/out", "mix", "head"]
+    assert list(records) == [f"Mixer_0/{name}" for name in names]  # the submodule's own scope, shared
+    assert [name for name, r in records.items() if r.binary] == [f"Mixer_0/{name}" for name in names[1:]]
