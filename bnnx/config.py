@@ -31,6 +31,23 @@ class AnalysisConfig:
         validate(self, "analysis")
 
 
+LOGGERS = ("none", "wandb", "mlflow")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerConfig:
+    """Where a run is logged besides metrics.jsonl and its TensorBoard event files."""
+
+    name: str = setting("none", choices=LOGGERS)
+    project: str = "bnnx"  # W&B project, MLflow experiment
+    entity: str | None = None  # W&B entity (null: your default)
+    mode: str | None = None  # W&B mode: online | offline | disabled (null: WANDB_MODE, else online)
+    tracking_uri: str | None = None  # MLflow, e.g. file:./mlruns (null: MLFLOW_TRACKING_URI, else MLflow's default)
+
+    def __post_init__(self):
+        validate(self, "logger")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     method: MethodConfig
@@ -45,6 +62,8 @@ class TrainConfig:
     checkpoint_every: int = setting(1, ge=1)  # epochs; an interrupt always checkpoints
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
+    logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)
+    log_every_steps: int = setting(50, ge=0)  # per-step training loss and lr to the loggers; 0: epoch rows only
 
     def __post_init__(self):
         validate(self)
@@ -92,12 +111,12 @@ def model_from_dict(values: dict) -> ModelConfig:
     values = _mapping(values, "model")
     check("name" in values, "model.name is missing")
     common = {k: values.pop(k) for k in list(values) if k in _field_names(ModelConfig)}
-    valid = model_options(common["name"])
+    valid = model_options(common["name"], common.get("target"))
     unknown = sorted(set(values) - set(valid))
     if unknown:
         keys = sorted(set(_field_names(ModelConfig)) - {"options"} | set(valid))
         raise ConfigError(f"unknown key 'model.{unknown[0]}'; valid keys: {', '.join(keys)}")
-    return _build(ModelConfig, {**common, "options": values}, "model")
+    return _build(ModelConfig, {**common, "options": {**(common.get("options") or {}), **values}}, "model")
 
 
 def config_from_dict(values: dict) -> TrainConfig:
@@ -109,6 +128,7 @@ def config_from_dict(values: dict) -> TrainConfig:
         "dataset": _build(DatasetConfig, _mapping(values.pop("dataset", {}), "dataset"), "dataset"),
         "distill": _build(DistillConfig, _mapping(values.pop("distill", None) or {}, "distill"), "distill"),
         "analysis": _build(AnalysisConfig, _mapping(values.pop("analysis", None) or {}, "analysis"), "analysis"),
+        "logger": _build(LoggerConfig, _mapping(values.pop("logger", None) or {}, "logger"), "logger"),
     }
     return _build(TrainConfig, {**values, **parts}, "config")
 
@@ -129,7 +149,8 @@ def config_to_dict(config: TrainConfig) -> dict:
             value = {"name": value.name, **dataclasses.asdict(value)}
         elif field.name == "model":
             fields = dataclasses.asdict(value)
-            value = {**{k: v for k, v in fields.items() if k != "options"}, **fields["options"]}
+            unset = {"options"} | {k for k in ("target", "rules") if not fields[k]}  # zoo configs read as before
+            value = {**{k: v for k, v in fields.items() if k not in unset}, **fields["options"]}
         elif dataclasses.is_dataclass(value):
             value = dataclasses.asdict(value)
         out[field.name] = _plain(value)

@@ -67,8 +67,10 @@ def kernel_entries(name: str, kernel, mask, beta, policy: QuantPolicy, layer_par
     return [entry, {"name": scale_name, "encoding": "float32", "derived": True, "arrays": {"value": scale}}]
 
 
-def tensor_entries(variables: dict, policy: QuantPolicy) -> list[dict]:
-    """Every tensor of `variables` ('params', 'batch_stats', 'quant') as export entries."""
+def tensor_entries(variables: dict, policy) -> list[dict]:
+    """Every tensor of `variables` ('params', 'batch_stats', 'quant') as export entries; `policy`
+    is a QuantPolicy or a function of the layer path giving one (`Binarized.policy_of`)."""
+    policy_of = policy if callable(policy) else (lambda layer: policy)
     params, quant = flat(variables["params"]), flat(variables.get("quant", {}))
     packed = set(binary_layer_paths(variables.get("quant", {})))
     entries = []
@@ -79,7 +81,7 @@ def tensor_entries(variables: dict, policy: QuantPolicy) -> list[dict]:
             if collection == "params" and path[-1] == "kernel" and layer in packed:
                 layer_params = {key[-1]: v for key, v in params.items() if key[:-1] == layer}
                 entries += kernel_entries(name, value, quant[layer + ("kernel_mask",)],
-                                          quant.get(layer + ("beta",), 1.0), policy, layer_params)
+                                          quant.get(layer + ("beta",), 1.0), policy_of(layer), layer_params)
             else:
                 entries.append({"name": name, "encoding": "float32",
                                 "arrays": {"value": np.asarray(value, np.float32)}})
@@ -209,4 +211,4 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
             "dataset": config.dataset.name, "num_classes": dataset.num_classes,
             "input_shape": list(dataset.input_shape), "step": run.step,
             "binary_inputs": [r.name for r in layers if r.binary_inputs], "config": config_to_dict(config)}
-    return path, write_export(path, tensor_entries(variables, model.policy), info)
+    return path, write_export(path, tensor_entries(variables, getattr(model, "policy_of", model.policy)), info)

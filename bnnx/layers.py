@@ -63,30 +63,39 @@ def _ones():
     return jnp.ones((), jnp.float32)
 
 
+def quantize_operands(owner, policy: QuantPolicy, role: str, path: str, kernel: jax.Array, x: jax.Array,
+                      train: bool):
+    """(kernel, inputs) as the forward pass of a binary-bound layer sees them.
+
+    `owner` (a bound module or its scope) holds the layer's `quant` variables and learned scale.
+    """
+    if not policy.binarizes(role, path):
+        return kernel, x
+    kernel_mask = owner.variable("quant", "kernel_mask", _ones).value
+    beta = owner.variable("quant", "beta", _ones).value
+    check(kernel_mask.shape in ((), kernel.shape),
+          f"precision mask of {path} has shape {kernel_mask.shape}; expected () or {kernel.shape}")
+    quantized = policy.kernel_quantizer(kernel, beta=beta, train=train) * _scale(owner, policy, kernel)
+    kernel = jnp.where(kernel_mask > 0, quantized, kernel)
+    if policy.quantizes_inputs(role, path):
+        input_mask = owner.variable("quant", "input_mask", _ones).value
+        x = jnp.where(input_mask > 0, policy.input_quantizer(x, beta=beta, train=train), x)
+    return kernel, x
+
+
+def _scale(owner, policy: QuantPolicy, kernel: jax.Array):
+    if policy.scaling == "mean_abs":
+        return mean_abs_scale(kernel)
+    if policy.scaling == "learned":
+        return owner.param("scale", nn.initializers.ones, (kernel.shape[-1],))
+    return 1.0
+
+
 class _Quantized(nn.Module):
     """Shared quantization logic of QuantDense and QuantConv (which declare `policy` and `role`)."""
 
     def _quantize(self, kernel: jax.Array, x: jax.Array, train: bool):
-        path = "/".join(self.scope.path)
-        if not self.policy.binarizes(self.role, path):
-            return kernel, x
-        kernel_mask = self.variable("quant", "kernel_mask", _ones).value
-        beta = self.variable("quant", "beta", _ones).value
-        check(kernel_mask.shape in ((), kernel.shape),
-              f"precision mask of {path} has shape {kernel_mask.shape}; expected () or {kernel.shape}")
-        quantized = self.policy.kernel_quantizer(kernel, beta=beta, train=train) * self._scale(kernel)
-        kernel = jnp.where(kernel_mask > 0, quantized, kernel)
-        if self.policy.quantizes_inputs(self.role, path):
-            input_mask = self.variable("quant", "input_mask", _ones).value
-            x = jnp.where(input_mask > 0, self.policy.input_quantizer(x, beta=beta, train=train), x)
-        return kernel, x
-
-    def _scale(self, kernel: jax.Array):
-        if self.policy.scaling == "mean_abs":
-            return mean_abs_scale(kernel)
-        if self.policy.scaling == "learned":
-            return self.param("scale", nn.initializers.ones, (kernel.shape[-1],))
-        return 1.0
+        return quantize_operands(self, self.policy, self.role, "/".join(self.scope.path), kernel, x, train)
 
 
 class QuantDense(_Quantized):
@@ -142,6 +151,7 @@ class LayerRecord(NamedTuple):
     binary_inputs: bool
     kernel_shape: tuple[int, ...]
     output_shape: tuple[int, ...]  # without the batch axis
+    kernel_levels: int | None = 2  # of its kernel quantizer: 2 binary, 3 ternary
 
     @property
     def name(self) -> str:
@@ -159,27 +169,44 @@ class LayerRecord(NamedTuple):
         return spatial * weights
 
 
+_RECORDERS: list[dict] = []  # open `record_layers` calls; layers that are not _Quantized report here
+
+
+def report_layer(record: LayerRecord) -> None:
+    """Called by a quantizable layer that `record_layers` cannot recognise by its class
+    (`bnnx.binarize`'s intercepted flax layers)."""
+    for records in _RECORDERS:
+        records.setdefault(record.path, record)
+
+
+def _quant_record(module: _Quantized, x, out) -> LayerRecord:
+    path = tuple(module.scope.path)
+    kind = "conv" if isinstance(module, QuantConv) else "dense"
+    in_features = x.shape[-1] // getattr(module, "feature_group_count", 1)
+    kshape = (*module.kernel_size, in_features, module.features) if kind == "conv" else (x.shape[-1], module.features)
+    name = "/".join(path)
+    return LayerRecord(path, kind, module.role, module.policy.binarizes(module.role, name),
+                       module.policy.quantizes_inputs(module.role, name), tuple(kshape), tuple(out.shape[1:]),
+                       module.policy.kernel_quantizer.levels)
+
+
 def record_layers(model: nn.Module, example: jax.Array) -> list[LayerRecord]:
-    """Every QuantDense/QuantConv of `model` in forward order, from an abstract init."""
+    """Every quantizable layer of `model` in forward order, from an abstract init."""
     records: dict[tuple, LayerRecord] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        module = context.module
-        if isinstance(module, _Quantized) and context.method_name == "__call__":
-            path = tuple(module.scope.path)
-            x = args[0]
-            kind = "conv" if isinstance(module, QuantConv) else "dense"
-            in_features = x.shape[-1] // getattr(module, "feature_group_count", 1)
-            kshape = (*module.kernel_size, in_features, module.features) if kind == "conv" else (x.shape[-1], module.features)
-            name = "/".join(path)
-            records.setdefault(path, LayerRecord(
-                path, kind, module.role, module.policy.binarizes(module.role, name),
-                module.policy.quantizes_inputs(module.role, name), tuple(kshape), tuple(out.shape[1:])))
+        if isinstance(context.module, _Quantized) and context.method_name == "__call__":
+            record = _quant_record(context.module, args[0], out)
+            records.setdefault(record.path, record)
         return out
 
-    with nn.intercept_methods(interceptor):
-        jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))
+    _RECORDERS.append(records)
+    try:
+        with nn.intercept_methods(interceptor):
+            jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))
+    finally:
+        _RECORDERS.pop()
     return list(records.values())
 
 

@@ -115,7 +115,7 @@ def kib(bits: int) -> float:
 def precision_of(record: LayerRecord, config: ModelConfig) -> str:
     if not record.binary:
         return "real"
-    return "ternary" if config.policy().kernel_quantizer.levels == 3 else "binary"
+    return "ternary" if record.kernel_levels == 3 else "binary"
 
 
 def run_precision(records: list[LayerRecord], config: ModelConfig, params, quant) -> dict[str, int]:
@@ -152,7 +152,7 @@ def summarize(config: ModelConfig, dataset: str, image_size: int = 224) -> Model
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))["params"]
     total = sum(math.prod(leaf.shape) for leaf in flat(params).values())
     layers = [layer_summary(record, config) for record in records]
-    return ModelSummary(config.name, dataset, shape, classes, layers, total - sum(layer.params for layer in layers))
+    return ModelSummary(config.target or config.name, dataset, shape, classes, layers, total - sum(layer.params for layer in layers))
 
 
 def render(summary: ModelSummary):

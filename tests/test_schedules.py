@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bnnx.methods.base import epoch_boundaries
+from bnnx.methods.bop import Bop
 from bnnx.train.loop import train
 
 TINY = ("model.hidden=[64,64]", "checkpoint_every=100")
@@ -44,7 +45,8 @@ def test_bop_gamma_horizon_at_the_same_fractions(compose, digits, tmp_path):
     # γ·T: the momentum's time constant as a fraction of the run (γ logged at each epoch's last step)
     scaled = [(a["gamma"] * short_steps, b["gamma"] * long_steps) for a, b in _matching(short, long)]
     np.testing.assert_allclose(*zip(*scaled), rtol=1e-5)
-    np.testing.assert_allclose([s for s, _ in scaled], [50 * 0.1**k for k in range(SHORT)], rtol=1e-5)
+    horizon = Bop().gamma_horizon  # the default: γ·T = 1/horizon, then ×0.1 each quarter of the run
+    np.testing.assert_allclose([s for s, _ in scaled], [0.1**k / horizon for k in range(SHORT)], rtol=1e-5)
 
 
 def _ramp_rows(rows, epochs):

@@ -30,6 +30,7 @@ import numpy as np
 from bnnx.errors import CheckpointError
 from bnnx.io import write_bytes, write_json
 from bnnx.layers import flat, param_labels
+from bnnx.observers import Observer
 
 TRACKER_FILE = "signs_tracker.npz"
 SIGNS_FILE = "signs.json"
@@ -115,7 +116,7 @@ class Generation:
     layers: dict[str, LayerTrack]
 
 
-class SignTracker:
+class SignTracker(Observer):
     """Training observer: `epoch_end(state, epoch) -> metrics`, `finish(run_dir)` writes signs.json.
 
     It keeps two generations on disk: the newest, and the newest one a checkpoint exists for
@@ -161,7 +162,7 @@ class SignTracker:
     def latest(self) -> Generation:
         return self.generations[max(self.generations)]
 
-    def finish(self, run_dir: Path) -> None:
+    def finish(self, run_dir: Path, summary: dict | None = None) -> None:
         write_json(Path(run_dir) / SIGNS_FILE, signs_report(self.latest(), self.binary))
 
 

@@ -8,7 +8,7 @@ from bnnx.errors import ConfigError
 from bnnx.resources import conf_dir
 
 CONF_DIR = conf_dir()
-GROUPS = ("method", "model", "dataset")
+GROUPS = ("method", "model", "dataset", "logger")
 
 
 def group_options(group: str) -> list[str]:

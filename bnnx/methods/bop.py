@@ -16,8 +16,11 @@ parameters use Adam. γ (adaptivity) and τ (threshold) are injected hyperparame
 and a long run. By default γ is set by the run: 1/γ = `gamma_horizon` × the run's steps, decayed
 ×`gamma_decay` every `gamma_decay_every` (a fraction of the run). The paper's CIFAR-10 recipe
 (plumerai/rethinking-bnn-optimization, 500 epochs of 1000 steps: γ = 10⁻⁴, ×0.1 every 100
-epochs) is horizon 0.02 and decay every 0.2 in this form. `gamma` set instead is the paper's
-form, a γ per step, decayed every `gamma_decay_every_epochs` epochs.
+epochs) is horizon 0.02 and decay every 0.2 in this form. The default horizon is 1, not 0.02:
+at 0.02 a short run barely learns (digits MLP, 12 epochs of 45 steps, seed 0: 91.8 % at 0.02,
+96.4 % at 0.3, 97.3 % at 1.0; 98.0 % with the paper's γ = 10⁻⁴, a horizon of 18 runs), and on
+the 10-epoch Fashion-MNIST run of the README 1.0 is the paper's γ = 10⁻⁴. `gamma` set instead is
+the paper's form, a γ per step, decayed every `gamma_decay_every_epochs` epochs.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ def signs_of_binary(params, labels):
 
 @dataclasses.dataclass
 class Bop(MethodConfig):
-    gamma_horizon: float = setting(0.02, gt=0)  # 1/γ as a fraction of the run's steps
+    gamma_horizon: float = setting(1.0, gt=0)  # 1/γ as a fraction of the run's steps
     gamma: float | None = setting(None, gt=0, le=1)  # the paper's form: γ per step (overrides gamma_horizon)
     threshold: float = setting(1e-8, ge=0)
     gamma_decay: float = setting(0.1, gt=0)

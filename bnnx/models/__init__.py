@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import os
 import re
+import sys
 from typing import Any
 
 import flax.linen as nn
 
-from bnnx.errors import ConfigError, unknown_choice
+from bnnx.errors import ConfigError, check, unknown_choice
 from bnnx.layers import FULL_PRECISION, ROLES, QuantPolicy
 from bnnx.quantizers import QUANTIZERS, SCALINGS, Identity, check_quantizer_args, make_quantizer
 from bnnx.schema import check_values, setting, validate
@@ -26,7 +28,9 @@ MODELS = {
     "googlenet": "bnnx.models.googlenet:GoogLeNet",
     "birealnet18": "bnnx.models.reactnet:BiRealNet18",
     "reactnet_a": "bnnx.models.reactnet:ReActNetA",
+    "vit": "bnnx.models.vit:ViT",
 }
+EXTERNAL = "external"  # a user's flax module named by `target`, binarized by `rules`
 
 FIXED = ("num_classes", "policy", "parent", "name")  # module attributes that are not options
 
@@ -35,7 +39,7 @@ FIXED = ("num_classes", "policy", "parent", "name")  # module attributes that ar
 class ModelConfig:
     """A model by name plus its quantization policy; `options` go to the module itself."""
 
-    name: str = setting("mlp", choices=MODELS)
+    name: str = setting("mlp", choices=(*MODELS, EXTERNAL))
     fp: bool = False
     binary_activations: bool = True
     kernel_quantizer: str = setting("sign_ste", choices=QUANTIZERS)
@@ -46,9 +50,13 @@ class ModelConfig:
     real_roles: tuple[str, ...] = setting(("first", "last", "shortcut"), choices=ROLES)
     real_paths: tuple[str, ...] = ()  # regexes over the '/'-joined module path
     options: dict = dataclasses.field(default_factory=dict)
+    target: str | None = None  # model=external: "package.module:ClassName"
+    rules: tuple[dict[str, Any], ...] = ()  # bnnx.binarizer rules for plain flax models
 
     def __post_init__(self):
         validate(self, "model")
+        check(self.name != EXTERNAL or bool(self.target),
+              "model=external needs model.target=package.module:ClassName")
         for key in ("kernel_quantizer", "input_quantizer"):
             args = getattr(self, f"{key}_args")
             if args is not None:
@@ -59,7 +67,8 @@ class ModelConfig:
                 re.compile(pattern)
             except re.error as error:
                 raise ConfigError(f"model.real_paths has an invalid regex {pattern!r} ({error})") from None
-        object.__setattr__(self, "options", check_values(model_class(self.name), self.options, "model", skip=FIXED))
+        object.__setattr__(self, "options", check_values(model_class(self.name, self.target), self.options, "model",
+                                                         skip=FIXED))
 
     def policy(self) -> QuantPolicy:
         if self.fp:
@@ -74,19 +83,57 @@ class ModelConfig:
         return dataclasses.replace(self, fp=True)
 
 
-def model_class(name: str) -> type[nn.Module]:
+def model_class(name: str, target: str | None = None) -> type[nn.Module]:
+    if name == EXTERNAL:
+        return import_target(target)
     if name not in MODELS:
-        raise unknown_choice("model", name, MODELS)
+        raise unknown_choice("model", name, [*MODELS, EXTERNAL])
     module, attribute = MODELS[name].split(":")
     return getattr(importlib.import_module(module), attribute)
 
 
-def model_options(name: str) -> dict[str, Any]:
+def import_target(target: str | None) -> type[nn.Module]:
+    """The flax module class named "package.module:ClassName", importable from the working
+    directory or an installed package."""
+    check(bool(target) and target.count(":") == 1, f"model.target must be package.module:ClassName (got {target!r})")
+    module_name, attribute = target.split(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # the user's module: any error while importing it is theirs
+        raise ConfigError(f"model.target {target}: cannot import {module_name}: "
+                          f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    cls = getattr(module, attribute, None)
+    check(cls is not None, f"model.target {target}: {module_name} has no {attribute}")
+    check(isinstance(cls, type) and issubclass(cls, nn.Module), f"model.target {target} is not a flax linen Module class")
+    return cls
+
+
+def _is_plain(cls) -> bool:
+    """A plain flax model (no bnnx policy field): binarized by interception."""
+    return "policy" not in inspect.signature(cls).parameters
+
+
+def model_options(name: str, target: str | None = None) -> dict[str, Any]:
     """The options a model accepts, with their defaults."""
-    cls = model_class(name)
+    cls = model_class(name, target)
     return {p.name: p.default for p in inspect.signature(cls).parameters.values() if p.name not in FIXED}
 
 
 def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
-    """The flax module; `config` checked its options against the module's attributes."""
-    return model_class(config.name)(num_classes=num_classes, policy=config.policy(), **config.options)
+    """The flax module; `config` checked its options against the module's attributes. A plain
+    flax model (no bnnx policy field) is binarized by interception."""
+    cls = model_class(config.name, config.target)
+    if not _is_plain(cls):
+        return cls(num_classes=num_classes, policy=config.policy(), **config.options)
+    from bnnx.binarizer import binarize
+
+    options = dict(config.options)
+    if "num_classes" in inspect.signature(cls).parameters:
+        options = {"num_classes": num_classes, **options}
+    try:
+        model = cls(**options)
+    except TypeError as error:
+        raise ConfigError(f"model {config.target or config.name}: {error}") from None
+    return binarize(model, rules=config.rules, policy=config.policy())

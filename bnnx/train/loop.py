@@ -25,6 +25,7 @@ from bnnx.methods.base import scheduled_values
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
+from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
 from bnnx.train.rundir import RunResult, check_run_dir, default_run_dir, prepare_run_dir, rows_before  # noqa: F401 (API)
 from bnnx.train.step import evaluate, zero_sums
@@ -80,7 +81,7 @@ class Trainer:
         self.run_dir = run_dir
         self.quiet = quiet
         self.checkpoints = Checkpoints(run_dir)
-        self.observers = _observers(self.config, run_dir, experiment)
+        self.observers = []
 
     def run(self) -> RunResult:
         started = time.time()
@@ -89,6 +90,7 @@ class Trainer:
         except BaseException:
             self.checkpoints.close()
             raise
+        self.observers = build_observers(self.config, self.run_dir, self.exp)  # after it: a refused resume writes nothing
         write_text(self.run_dir / "config.yaml", _yaml(config_to_dict(self.config)))
         if self.config.resume:  # the record of the epochs resumed, without rows or lines past them
             write_jsonl(self.run_dir / "metrics.jsonl", rows)
@@ -105,7 +107,7 @@ class Trainer:
         summary = self._summary(status, rows, position, state)
         write_json(self.run_dir / "summary.json", summary)
         for observer in self.observers:
-            observer.finish(self.run_dir)
+            observer.finish(self.run_dir, summary)
         return RunResult(self.run_dir, summary, rows)
 
     def start(self):
@@ -130,6 +132,7 @@ class Trainer:
         for index, batch in enumerate(batches, start=start):
             state, batch_sums = self.exp.train_step(state, batch, self.exp.loss)
             sums = {k: sums[k] + batch_sums[k] for k in sums}
+            self._log_step(epoch * self.exp.steps_per_epoch + index + 1, state, batch_sums)
             if bar.due():
                 loss = float(sums["loss"]) / max(float(sums["count"]), 1.0)
                 if not math.isfinite(loss):
@@ -151,11 +154,23 @@ class Trainer:
         row["compile_time_s"] = min(compile_seconds() - compiled, row["epoch_time_s"])
         rows.append(row)
         write_jsonl(self.run_dir / "metrics.jsonl", rows)
+        for observer in self.observers:
+            observer.row((epoch + 1) * self.exp.steps_per_epoch, row)
         bar.end_epoch(row)
         position = {**position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
         if (epoch + 1) % self.config.checkpoint_every == 0 or epoch + 1 == self.config.epochs:
             self.checkpoints.save(state, position)
         return state, position, "completed"
+
+    def _log_step(self, step: int, state, batch_sums) -> None:
+        """Every `log_every_steps` steps: this step's loss and scheduled values, to the observers
+        (the only host syncs it adds, at that interval)."""
+        if not self.config.log_every_steps or step % self.config.log_every_steps:
+            return
+        values = {"train_loss": float(batch_sums["loss"]) / max(float(batch_sums["count"]), 1.0),
+                  **scheduled_values(state.opt_state)}
+        for observer in self.observers:
+            observer.step(step, values)
 
     def _summary(self, status: str, rows: list[dict], position: dict, state) -> dict:
         accuracies = [r["test_accuracy"] for r in rows]
@@ -181,15 +196,6 @@ class Trainer:
 
 def _host(sums) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(sums).items()}
-
-
-def _observers(config: TrainConfig, run_dir: Path, experiment: Experiment) -> list:
-    observers = []
-    if config.analysis.signs:
-        from bnnx.analysis.signs import SignTracker
-
-        observers.append(SignTracker(run_dir, experiment))
-    return observers
 
 
 def _yaml(data: dict) -> str:

@@ -30,7 +30,8 @@ class RunServices:
 
         other = read_run_config(run_dir)
         mine = {k: v.shape for k, v in flat(self.variables["params"]).items()}
-        if other.model.name != self.config.model.name or other.dataset.name != self.config.dataset.name:
+        if (other.model.name, other.model.target, other.dataset.name) != \
+                (self.config.model.name, self.config.model.target, self.config.dataset.name):
             raise CheckpointError(f"run {run_dir} trained {other.model.name} on {other.dataset.name}; "
                                   f"this run needs {self.config.model.name} on {self.config.dataset.name}")
         variables, _, _ = restore_run(run_dir, self.dataset, other)

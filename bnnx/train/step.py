@@ -31,7 +31,8 @@ def make_train_step(normalize: Callable, augment: Callable | None, runtime: Call
 
         def objective(params):
             variables = {"params": params, "batch_stats": state.batch_stats, "quant": quant}
-            logits, mutated = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
+            logits, mutated = state.apply_fn(variables, x, train=True, mutable=["batch_stats"],
+                                             rngs={"dropout": rng})  # for models with dropout (external ones)
             return loss(logits, labels, weights, x), (logits, mutated)
 
         (value, (logits, mutated)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
