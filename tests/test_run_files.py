@@ -120,7 +120,7 @@ def test_train_into_an_unwritable_out_dir_is_refused(run_cli, tmp_path, out_dir,
 
 # ---- sweep and report -----------------------------------------------------------------------
 
-SWEEP = ["sweep", "stable_signs", "--preset", "smoke", "--only", "none", "--quiet"]
+SWEEP = ["sweep", "stable_signs", "--preset", "smoke", "--only", "none/cosine", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +150,8 @@ def interrupted(run: Path) -> None:
 def test_sweep_refuses_a_damaged_run_folder(run_cli, finished_sweep, tmp_path, damage, fragment):
     sweep = tmp_path / "sweep"
     shutil.copytree(finished_sweep, sweep)
-    damage(sweep / "none" / "seed0")
-    refused(run_cli, sweep, SWEEP + ["--out", str(sweep)], "none/seed0", fragment)
+    damage(sweep / "none" / "cosine" / "seed0")
+    refused(run_cli, sweep, SWEEP + ["--out", str(sweep)], "none/cosine/seed0", fragment)
 
 
 def test_sweep_refuses_a_damaged_index_and_an_unwritable_out(run_cli, finished_sweep, tmp_path):
