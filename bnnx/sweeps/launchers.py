@@ -29,10 +29,13 @@ def one_line(error: BaseException) -> str:
 
 
 def execute(job: dict) -> dict:
-    """Train one run; a resume whose checkpoint cannot be read starts over in a clean folder."""
+    """Train one run; a resume whose checkpoint cannot be read starts over in a clean folder.
+    A job `{"group": [job, ...]}` is the seeds of one cell, trained as one program."""
     from bnnx.config import config_from_dict
     from bnnx.train.loop import train
 
+    if "group" in job:
+        return execute_group(job["group"])
     try:
         config = config_from_dict({**job["config"], "resume": job["resume"]})
         try:
@@ -47,6 +50,28 @@ def execute(job: dict) -> dict:
         return {"status": "interrupted", "error": "interrupted before the run could checkpoint"}
     except Exception as error:  # any failure is a recorded outcome, never the sweep's end
         return {"status": "failed", "error": one_line(error)}
+
+
+def execute_group(jobs: list[dict]) -> dict:
+    """Train the jobs (seeds of one cell) as one vectorised program: `{"outcomes": [one per job],
+    "note": None}`; when they cannot share one (bnnx.train.seeds) or a resume cannot read a
+    checkpoint, each is executed on its own and `note` says why in one line."""
+    from bnnx.config import config_from_dict
+    from bnnx.train.loop import train_seeds
+    from bnnx.train.seeds import NotVectorisable
+
+    try:
+        configs = [config_from_dict({**job["config"], "resume": job["resume"]}) for job in jobs]
+        results = train_seeds(configs, quiet=True)
+        return {"outcomes": [{"status": r.status, "error": None} for r in results], "note": None}
+    except (NotVectorisable, CheckpointError) as error:
+        note = "seeds run separately: " + " ".join(str(error).split())[:300]
+    except KeyboardInterrupt:
+        return {"outcomes": [{"status": "interrupted", "error": "interrupted before the runs could checkpoint"}] * len(jobs),
+                "note": None}
+    except Exception as error:  # any failure is a recorded outcome, never the sweep's end
+        return {"outcomes": [{"status": "failed", "error": one_line(error)}] * len(jobs), "note": None}
+    return {"outcomes": [execute(job) for job in jobs], "note": note}
 
 
 def _indexed(index: int, job: dict, fn: Callable = execute) -> tuple[int, dict]:
