@@ -103,6 +103,13 @@ def cell_case(name: str = "vmap-seeds-cell-digits") -> dict:
 
 
 def seed_cases(compose, only: str | None = None) -> list[dict]:
-    names = [*STEP_CASES, "vmap-seeds-cell-digits"]
-    chosen = [n for n in names if only is None or only in n]
-    return [step_case(n, compose) if n in STEP_CASES else cell_case(n) for n in chosen]
+    """The ratio cases of seeds in one program, of the sweep engine and of data parallelism."""
+    from bnnx.bench_devices import devices_case
+    from bnnx.bench_sweep import overhead_case
+
+    cases = {**{name: lambda name=name: step_case(name, compose) for name in STEP_CASES},
+             "vmap-seeds-cell-digits": cell_case,
+             "sweep-run-overhead-jobs1": lambda: overhead_case(compose, 1),
+             "sweep-run-overhead-jobs2": lambda: overhead_case(compose, 2),
+             "data-parallel-2-vs-1-device": devices_case}
+    return [case() for name, case in cases.items() if only is None or only in name]

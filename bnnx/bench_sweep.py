@@ -48,8 +48,3 @@ def overhead_case(compose, jobs: int) -> dict:
     return {"case": f"sweep-run-overhead-jobs{jobs}", "overhead_s": round(worst, 3), "target_s": TARGET_S,
             "meets_target": worst <= TARGET_S, "runs": RUNS, "epochs": EPOCHS,
             "overheads_s": [round(o, 3) for o in overheads]}
-
-
-def sweep_cases(compose, only: str | None = None) -> list[dict]:
-    return [overhead_case(compose, jobs) for jobs in (1, 2)
-            if only is None or only in f"sweep-run-overhead-jobs{jobs}"]

@@ -19,6 +19,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from bnnx.train.devices import placement
 from bnnx.train.step import evaluation_sums, test_metrics
 
 # what may differ between the runs of a seed group: the seed and where each run lives
@@ -34,16 +35,26 @@ class OneRun:
 
     def __init__(self, experiment):
         self.experiments = [experiment]
+        self.placement = placement(experiment.config)
 
     def stack(self, states: list):
-        return states[0]
+        return self._place(states[0])
 
     def unstack(self, state) -> list:
-        return [state]
+        return [self._host(state)]
 
     def train_batches(self, epoch: int, start: int):
         exp = self.experiments[0]
-        return exp.dataset.train_batches(epoch, exp.config.batch_size, exp.config.seed, start)
+        return self._split(exp.dataset.train_batches(epoch, exp.config.batch_size, exp.config.seed, start))
+
+    def _place(self, tree):
+        return self.placement.state(tree) if self.placement else tree
+
+    def _host(self, tree):
+        return self.placement.host(tree) if self.placement else tree
+
+    def _split(self, batches):
+        return map(self.placement.batch, batches) if self.placement else batches
 
     def train_step(self, state, batch):
         exp = self.experiments[0]
@@ -62,6 +73,7 @@ class SeedGroup(OneRun):
 
     def __init__(self, experiments: list):
         self.experiments = list(experiments)
+        self.placement = placement(experiments[0].config, batch_axis=1)
         self.loss = self.stack([exp.loss for exp in experiments])
         self._train = jax.jit(jax.vmap(experiments[0].train_step, in_axes=(0, 0, 0)), donate_argnums=(0,))
         self._eval = jax.jit(jax.vmap(experiments[0].eval_step, in_axes=(0, None)))
@@ -70,19 +82,18 @@ class SeedGroup(OneRun):
         """One tree whose leaves are the runs' leaves stacked on a new leading axis; static fields
         (apply_fn, tx) are the first run's, which `check_vectorisable` found equivalent."""
         leaves = [jax.tree.leaves(tree) for tree in trees]
-        return jax.tree.unflatten(jax.tree.structure(trees[0]), [jnp.stack(ls) for ls in zip(*leaves)])
+        return self._place(jax.tree.unflatten(jax.tree.structure(trees[0]), [jnp.stack(ls) for ls in zip(*leaves)]))
 
     def unstack(self, state) -> list:
         """Run i's own state (its own static fields, so its host hooks see its own optimizer)."""
-        leaves = jax.tree.leaves(state)
+        leaves = jax.tree.leaves(self._host(state))
         return [jax.tree.unflatten(jax.tree.structure(exp.state), [leaf[i] for leaf in leaves])
                 for i, exp in enumerate(self.experiments)]
 
     def train_batches(self, epoch: int, start: int):
         streams = [exp.dataset.train_batches(epoch, exp.config.batch_size, exp.config.seed, start)
                    for exp in self.experiments]
-        for batches in zip(*streams):
-            yield tuple(np.stack(parts) for parts in zip(*batches))
+        return self._split(tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
 
     def train_step(self, state, batch):
         return self._train(state, batch, self.loss)
