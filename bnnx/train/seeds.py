@@ -81,14 +81,13 @@ class SeedGroup(OneRun):
     def stack(self, trees: list):
         """One tree whose leaves are the runs' leaves stacked on a new leading axis; static fields
         (apply_fn, tx) are the first run's, which `check_vectorisable` found equivalent."""
-        leaves = [jax.tree.leaves(tree) for tree in trees]
-        return self._place(jax.tree.unflatten(jax.tree.structure(trees[0]), [jnp.stack(ls) for ls in zip(*leaves)]))
+        leaves = _stack_leaves([jax.tree.leaves(tree) for tree in trees])
+        return self._place(jax.tree.unflatten(jax.tree.structure(trees[0]), leaves))
 
     def unstack(self, state) -> list:
         """Run i's own state (its own static fields, so its host hooks see its own optimizer)."""
-        leaves = jax.tree.leaves(self._host(state))
-        return [jax.tree.unflatten(jax.tree.structure(exp.state), [leaf[i] for leaf in leaves])
-                for i, exp in enumerate(self.experiments)]
+        rows = _unstack_leaves(jax.tree.leaves(self._host(state)), len(self.experiments))
+        return [jax.tree.unflatten(jax.tree.structure(exp.state), row) for exp, row in zip(self.experiments, rows)]
 
     def train_batches(self, epoch: int, start: int):
         streams = [exp.dataset.train_batches(epoch, exp.config.batch_size, exp.config.seed, start)
@@ -104,6 +103,12 @@ class SeedGroup(OneRun):
 
     def split(self, sums: dict) -> list[dict]:
         return [{k: float(v[i]) for k, v in sums.items()} for i in range(len(self.experiments))]
+
+
+# one compiled program each per cell (eager stacking and slicing would compile per leaf shape)
+_stack_leaves = jax.jit(lambda runs: [jnp.stack(leaves) for leaves in zip(*runs)])
+_unstack_leaves = jax.jit(lambda leaves, count: [[leaf[i] for leaf in leaves] for i in range(count)],
+                          static_argnums=1)
 
 
 def program_for(experiments: list):
@@ -124,10 +129,10 @@ def check_vectorisable(experiments: list, states: list) -> None:
     shapes = [_shapes(state, e.loss) for e, state in zip(experiments, states)]
     if any(s != shapes[0] for s in shapes[1:]):
         raise NotVectorisable("the seeds' train states have different shapes")
+    # the train step holds the forward pass, the runtime hook and the optimizer; the eval step is
+    # the same model and runtime hook without the optimizer, so it is not traced again
     batch = next(iter(experiments[0].dataset.train_batches(0, experiments[0].config.batch_size, 0)))
-    test = next(iter(experiments[0].dataset.test_batches(experiments[0].config.eval_batch_size)))
-    programs = [[_program(e.train_step, state, batch, e.loss), _program(e.eval_step, state, test)]
-                for e, state in zip(experiments, states)]
+    programs = [[_program(e.train_step, state, batch, e.loss)] for e, state in zip(experiments, states)]
     if any(not _same_program(p, programs[0]) for p in programs[1:]):
         raise NotVectorisable("its train step differs between seeds (a seed-dependent constant in the step)")
 
