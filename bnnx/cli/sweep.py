@@ -70,7 +70,7 @@ def sweep(
     preset: str = typer.Option("cpu", "--preset", help="smoke | cpu | paper (see the sweep file)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 instead of the preset's."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at a time (joblib processes)."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="local | joblib | submitit | ray."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local | joblib | submitit | submitit_local | ray."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Only cells matching this glob (repeatable)."),
     use: Optional[List[str]] = typer.Option(None, "--use", help="CELL=RUN_DIR: use a finished run for a cell."),

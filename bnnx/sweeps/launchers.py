@@ -136,6 +136,10 @@ HYDRA_PLUGINS = {
                              "timeout_min": "timeout_min"}),
     "ray": HydraPlugin("ray", "hydra_plugins.hydra_ray_launcher", "ray",
                        {"gpus": "ray.remote.num_gpus", "cpus": "ray.remote.num_cpus"}),
+    # submitit's local executor: the Slurm path (job files, outcome files, resume) on this machine
+    "submitit_local": HydraPlugin("submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm",
+                                  {"gpus": "gpus_per_node", "cpus": "cpus_per_task", "mem_gb": "mem_gb",
+                                   "timeout_min": "timeout_min"}),
     "basic": HydraPlugin("basic", None, None, {}),  # Hydra's own sequential launcher
 }
 
@@ -154,7 +158,7 @@ def launcher_settings(kind: str, sweep_name: str, sweep_dir: Path, resources: di
     sweep's name and log folder, then the user's `--launcher-opt key=value` (which win)."""
     plugin = HYDRA_PLUGINS[kind]
     settings: dict = {}
-    if kind == "submitit":
+    if kind.startswith("submitit"):
         settings = {"submitit_folder": str(Path(sweep_dir) / ".submitit" / "%j"), "name": sweep_name}
     for resource, value in resources.items():
         if resource in plugin.resources:
@@ -246,5 +250,5 @@ def make_launcher(kind: str, jobs: int, sweep_name: str, sweep_dir: Path, resour
     if kind == "joblib":
         return JoblibLauncher(jobs)
     if kind == "basic" or kind not in HYDRA_PLUGINS:
-        raise ConfigError(f"unknown launcher '{kind}'; valid options: local, joblib, submitit, ray")
+        raise ConfigError(f"unknown launcher '{kind}'; valid options: local, joblib, submitit, submitit_local, ray")
     return HydraLauncher(kind, sweep_name, sweep_dir, resources, options)
