@@ -85,7 +85,8 @@ def _timed(step, repeats: int, keep) -> float:
 
 def cell_case(name: str = "vmap-seeds-cell-digits") -> dict:
     """Wall time of a fresh `bnnx sweep` process for a 5-seed digits cell, without and with
-    --vmap-seeds (JAX's persistent compilation cache off in both, so each compiles)."""
+    --vmap-seeds (JAX's persistent compilation cache off in both, so each compiles); beside it,
+    the same 5 runs as one `bnnx train` process each (a launcher that starts a process per run)."""
     walls = {}
     with tempfile.TemporaryDirectory() as folder:
         sweep_file = Path(folder) / "vmap_bench.yaml"
@@ -98,8 +99,16 @@ def cell_case(name: str = "vmap-seeds-cell-digits") -> dict:
             began = time.perf_counter()
             subprocess.run(command, check=True, env=env, capture_output=True)
             walls[flag or "separate"] = time.perf_counter() - began
+        began = time.perf_counter()
+        for seed in range(SEEDS):
+            subprocess.run([sys.executable, "-m", "bnnx.cli.__main__", "train", "method=ste", "model=mlp",
+                            "dataset=digits", "epochs=5", f"seed={seed}", f"out_dir={Path(folder) / 'own' / str(seed)}"],
+                           check=True, env=env, capture_output=True)
+        walls["processes"] = time.perf_counter() - began
     return _ratio_row(name, walls["separate"] / walls["--vmap-seeds"], 2.0, seeds=SEEDS,
-                      separate_s=round(walls["separate"], 2), vmapped_s=round(walls["--vmap-seeds"], 2))
+                      separate_s=round(walls["separate"], 2), vmapped_s=round(walls["--vmap-seeds"], 2),
+                      process_per_run_s=round(walls["processes"], 2),
+                      ratio_vs_process_per_run=round(walls["processes"] / walls["--vmap-seeds"], 3))
 
 
 def seed_cases(compose, only: str | None = None) -> list[dict]:
