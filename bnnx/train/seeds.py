@@ -56,9 +56,11 @@ class OneRun:
     def _split(self, batches):
         return map(self.placement.batch, batches) if self.placement else batches
 
-    def train_step(self, state, batch):
+    def train_step(self, state, batch, step: Callable | None = None):
+        """One step with the run's jitted `step` (default: its experiment's train step; a loop
+        that picks the step per epoch passes that epoch's)."""
         exp = self.experiments[0]
-        return exp.train_step(state, batch, exp.loss)
+        return (step or exp.train_step)(state, batch, exp.loss)
 
     def evaluate(self, state) -> list[dict]:
         exp = self.experiments[0]
@@ -75,7 +77,7 @@ class SeedGroup(OneRun):
         self.experiments = list(experiments)
         self.placement = placement(experiments[0].config, batch_axis=1)
         self.loss = self.stack([exp.loss for exp in experiments])
-        self._train = jax.jit(jax.vmap(experiments[0].train_step, in_axes=(0, 0, 0)), donate_argnums=(0,))
+        self._vmapped: dict = {}  # single-run step -> its jit(vmap(...)), compiled once per cell
         self._eval = jax.jit(jax.vmap(experiments[0].eval_step, in_axes=(0, None)))
 
     def stack(self, trees: list):
@@ -94,8 +96,11 @@ class SeedGroup(OneRun):
                    for exp in self.experiments]
         return self._split(tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
 
-    def train_step(self, state, batch):
-        return self._train(state, batch, self.loss)
+    def train_step(self, state, batch, step: Callable | None = None):
+        step = step or self.experiments[0].train_step
+        if step not in self._vmapped:
+            self._vmapped[step] = jax.jit(jax.vmap(step, in_axes=(0, 0, 0)), donate_argnums=(0,))
+        return self._vmapped[step](state, batch, self.loss)
 
     def evaluate(self, state) -> list[dict]:
         sums = jax.device_get(evaluation_sums(self.experiments[0], state, lambda s, b: self._eval(s, b)))
