@@ -74,10 +74,12 @@ def run_case(case: Case, compose) -> dict:
 
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
     from bnnx.packed.bench import run_packed_cases
+    from bnnx.bench_seeds import seed_cases
 
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
+              "ratio_cases": seed_cases(compose, only),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out, report)
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from bnnx.data import DatasetConfig
 from bnnx.errors import ConfigError, check
@@ -60,6 +61,7 @@ class TrainConfig:
     out_dir: str | None = None
     resume: bool = False
     checkpoint_every: int = setting(1, ge=1)  # epochs; an interrupt always checkpoints
+    devices: int | Literal["all"] = setting(1, ge=1)  # local devices to split each batch over, or all of them
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)
     logger: LoggerConfig = dataclasses.field(default_factory=LoggerConfig)

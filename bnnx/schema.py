@@ -74,10 +74,13 @@ def check_value(key: str, value, annotation, limits: dict):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        options = [a for a in args if a is not type(None)]
+        words = _literal_values(args)  # `int | Literal["all"]`: a number, or one of these words
+        if any(value == word and type(value) is type(word) for word in words):
+            return value
+        options = [a for a in args if a is not type(None) and typing.get_origin(a) is not typing.Literal]
         if len(options) != 1:
             return value  # no single shape to hold it to (e.g. `Any`-like unions)
-        nullable = " or null" if type(None) in args else ""
+        nullable = "".join(f" or {word!r}" for word in words) + (" or null" if type(None) in args else "")
         return _check_one(key, value, options[0], limits, nullable)
     return _check_one(key, value, annotation, limits, "")
 
@@ -171,11 +174,15 @@ def _shown(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _literal_values(args) -> list:
+    return [word for a in args if typing.get_origin(a) is typing.Literal for word in typing.get_args(a)]
+
+
 def is_checked(annotation) -> bool:
     """Whether `check_value` holds a field of this annotation to a type (for the schema's tests)."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
+        options = [a for a in args if a is not type(None) and typing.get_origin(a) is not typing.Literal]
         return len(options) == 1 and is_checked(options[0])
     if origin in (tuple, list, collections.abc.Sequence):
         return bool(args) and is_checked(args[0])

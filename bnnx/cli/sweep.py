@@ -51,8 +51,8 @@ def resolve_sweep_file(name_or_path: Path) -> Path:
                       f"bundled: {', '.join(bundled_sweeps())}")
 
 
-def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, use, options) -> str:
-    parts = ["bnnx sweep", str(sweep_file), f"--preset {preset}"]
+def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, use, options, vmap_seeds) -> str:
+    parts = ["bnnx sweep", str(sweep_file), f"--preset {preset}"] + (["--vmap-seeds"] if vmap_seeds else [])
     parts += [f"--seeds {seeds}"] if seeds else []
     parts += [f"--jobs {jobs}"] if jobs != 1 else []
     parts += [f"--launcher {launcher}"] if launcher else []
@@ -70,11 +70,13 @@ def sweep(
     preset: str = typer.Option("cpu", "--preset", help="smoke | cpu | paper (see the sweep file)."),
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds 0..N-1 instead of the preset's."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Runs at a time (joblib processes)."),
-    launcher: Optional[str] = typer.Option(None, "--launcher", help="local | joblib | submitit | ray."),
+    launcher: Optional[str] = typer.Option(None, "--launcher", help="local | joblib | submitit | submitit_local | ray."),
     out: Optional[Path] = typer.Option(None, "--out", help="Sweep folder."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Only cells matching this glob (repeatable)."),
     use: Optional[List[str]] = typer.Option(None, "--use", help="CELL=RUN_DIR: use a finished run for a cell."),
     launcher_opt: Optional[List[str]] = typer.Option(None, "--launcher-opt", help="key=value for hydra.launcher."),
+    vmap_seeds: bool = typer.Option(False, "--vmap-seeds", help="Train a cell's seeds as one vmapped program "
+                                    "(one compile per cell; each seed keeps its own run folder)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress view."),
 ):
@@ -92,8 +94,11 @@ def sweep(
         _dry_run(spec, preset, out, seed_list, only, provided, runner, compose_config)
         return
     result = run_sweep(spec, preset, compose_config, out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
-                       only=only, provided=provided, launcher=runner, quiet=quiet,
-                       command=_command(sweep_file, preset, seeds, jobs, launcher, out, only, use, launcher_opt))
+                       only=only, provided=provided, launcher=runner, quiet=quiet, vmap_seeds=vmap_seeds,
+                       command=_command(sweep_file, preset, seeds, jobs, launcher, out, only, use, launcher_opt,
+                                        vmap_seeds))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     for (cell, seed), error in list(result.errors.items())[:5]:
         typer.echo(f"{result.statuses[cell, seed]}: {cell} seed {seed}: {error}", err=True)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))

@@ -61,23 +61,28 @@ SENSITIVITY_FILE = "sensitivity.json"
 
 class ClipCountState(NamedTuple):
     count: jax.Array
+    starts: jax.Array  # first clipped step per layer (sorted names): an array, so seeds of one program may differ
 
 
 def project_box_from(start_steps: dict[str, int], low: float = -1.0, high: float = 1.0):
     """u ← clip(w + u, low, high) − w for the kernels of layer L from step start_steps[L] on
     (BinaryConnect's latent-weight clip, applied once the layer is binary); u elsewhere."""
 
+    names = sorted(start_steps)
+
     def init(params):
-        return ClipCountState(jnp.zeros([], jnp.int32))
+        starts = jnp.asarray([start_steps[name] for name in names], jnp.int32).reshape(len(names))
+        return ClipCountState(jnp.zeros([], jnp.int32), starts)
 
     def update(updates, state, params=None):
         def clip(path, u, w):
-            start = start_steps.get(_layer_name(path))
-            if start is None or _key(path[-1]) != "kernel":
+            name = _layer_name(path)
+            if name not in start_steps or _key(path[-1]) != "kernel":
                 return u
+            start = state.starts[names.index(name)]
             return jnp.where(state.count >= start, jnp.clip(w + u, low, high) - w, u)
 
-        return jax.tree_util.tree_map_with_path(clip, updates, params), ClipCountState(state.count + 1)
+        return jax.tree_util.tree_map_with_path(clip, updates, params), state._replace(count=state.count + 1)
 
     return optax.GradientTransformation(init, update)
 

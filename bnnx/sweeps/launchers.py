@@ -29,10 +29,13 @@ def one_line(error: BaseException) -> str:
 
 
 def execute(job: dict) -> dict:
-    """Train one run; a resume whose checkpoint cannot be read starts over in a clean folder."""
+    """Train one run; a resume whose checkpoint cannot be read starts over in a clean folder.
+    A job `{"group": [job, ...]}` is the seeds of one cell, trained as one program."""
     from bnnx.config import config_from_dict
     from bnnx.train.loop import train
 
+    if "group" in job:
+        return execute_group(job["group"])
     try:
         config = config_from_dict({**job["config"], "resume": job["resume"]})
         try:
@@ -47,6 +50,28 @@ def execute(job: dict) -> dict:
         return {"status": "interrupted", "error": "interrupted before the run could checkpoint"}
     except Exception as error:  # any failure is a recorded outcome, never the sweep's end
         return {"status": "failed", "error": one_line(error)}
+
+
+def execute_group(jobs: list[dict]) -> dict:
+    """Train the jobs (seeds of one cell) as one vectorised program: `{"outcomes": [one per job],
+    "note": None}`; when they cannot share one (bnnx.train.seeds) or a resume cannot read a
+    checkpoint, each is executed on its own and `note` says why in one line."""
+    from bnnx.config import config_from_dict
+    from bnnx.train.loop import train_seeds
+    from bnnx.train.seeds import NotVectorisable
+
+    try:
+        configs = [config_from_dict({**job["config"], "resume": job["resume"]}) for job in jobs]
+        results = train_seeds(configs, quiet=True)
+        return {"outcomes": [{"status": r.status, "error": None} for r in results], "note": None}
+    except (NotVectorisable, CheckpointError) as error:
+        note = "seeds run separately: " + " ".join(str(error).split())[:300]
+    except KeyboardInterrupt:
+        return {"outcomes": [{"status": "interrupted", "error": "interrupted before the runs could checkpoint"}] * len(jobs),
+                "note": None}
+    except Exception as error:  # any failure is a recorded outcome, never the sweep's end
+        return {"outcomes": [{"status": "failed", "error": one_line(error)}] * len(jobs), "note": None}
+    return {"outcomes": [execute(job) for job in jobs], "note": note}
 
 
 def _indexed(index: int, job: dict, fn: Callable = execute) -> tuple[int, dict]:
@@ -111,6 +136,10 @@ HYDRA_PLUGINS = {
                              "timeout_min": "timeout_min"}),
     "ray": HydraPlugin("ray", "hydra_plugins.hydra_ray_launcher", "ray",
                        {"gpus": "ray.remote.num_gpus", "cpus": "ray.remote.num_cpus"}),
+    # submitit's local executor: the Slurm path (job files, outcome files, resume) on this machine
+    "submitit_local": HydraPlugin("submitit_local", "hydra_plugins.hydra_submitit_launcher", "slurm",
+                                  {"gpus": "gpus_per_node", "cpus": "cpus_per_task", "mem_gb": "mem_gb",
+                                   "timeout_min": "timeout_min"}),
     "basic": HydraPlugin("basic", None, None, {}),  # Hydra's own sequential launcher
 }
 
@@ -129,7 +158,7 @@ def launcher_settings(kind: str, sweep_name: str, sweep_dir: Path, resources: di
     sweep's name and log folder, then the user's `--launcher-opt key=value` (which win)."""
     plugin = HYDRA_PLUGINS[kind]
     settings: dict = {}
-    if kind == "submitit":
+    if kind.startswith("submitit"):
         settings = {"submitit_folder": str(Path(sweep_dir) / ".submitit" / "%j"), "name": sweep_name}
     for resource, value in resources.items():
         if resource in plugin.resources:
@@ -221,5 +250,5 @@ def make_launcher(kind: str, jobs: int, sweep_name: str, sweep_dir: Path, resour
     if kind == "joblib":
         return JoblibLauncher(jobs)
     if kind == "basic" or kind not in HYDRA_PLUGINS:
-        raise ConfigError(f"unknown launcher '{kind}'; valid options: local, joblib, submitit, ray")
+        raise ConfigError(f"unknown launcher '{kind}'; valid options: local, joblib, submitit, submitit_local, ray")
     return HydraLauncher(kind, sweep_name, sweep_dir, resources, options)

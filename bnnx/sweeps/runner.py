@@ -42,6 +42,7 @@ class SweepResult:
     skipped: int  # runs already final when this call started
     interrupted: bool = False
     errors: dict[tuple[str, int], str] = dataclasses.field(default_factory=dict)  # failed and blocked runs
+    notes: list[str] = dataclasses.field(default_factory=list)  # cells whose seeds could not be vmapped
 
     @property
     def counts(self) -> Counter:
@@ -208,9 +209,10 @@ def prepare_job(run: Run, config, sweep_dir: Path) -> dict:
 
 def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], object], sweep_dir: Path, *,
               spec_text: str, seeds=None, only=None, provided=None, launcher=None, quiet: bool = True,
-              command: str = "") -> SweepResult:
+              command: str = "", vmap_seeds: bool = False) -> SweepResult:
     """Validate the whole sweep (every run composes, folders agree and read back), then run what is
-    not done. The sweep folder's lock is held throughout: a second sweep of it is refused."""
+    not done. The sweep folder's lock is held throughout: a second sweep of it is refused.
+    With `vmap_seeds`, the seeds of a cell that are due together train as one program."""
     sweep_dir = Path(sweep_dir).absolute()
     check_writable(sweep_dir, "sweep folder")
     created = not sweep_dir.exists()
@@ -218,7 +220,8 @@ def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], objec
     try:
         with FolderLock(sweep_dir, "--out sweep"):
             return _validate_and_run(spec, preset, compose, sweep_dir, spec_text=spec_text, seeds=seeds, only=only,
-                                     provided=provided, launcher=launcher, quiet=quiet, command=command)
+                                     provided=provided, launcher=launcher, quiet=quiet, command=command,
+                                     vmap_seeds=vmap_seeds)
     except BaseException:
         if created and sweep_dir.is_dir() and not any(sweep_dir.iterdir()):
             sweep_dir.rmdir()  # a refused sweep leaves no folder behind
@@ -226,7 +229,7 @@ def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], objec
 
 
 def _validate_and_run(spec, preset, compose, sweep_dir, *, spec_text, seeds, only, provided, launcher, quiet,
-                      command) -> SweepResult:
+                      command, vmap_seeds) -> SweepResult:
     check_sweep_folder(sweep_dir, spec, preset)
     runs = plan_runs(spec, preset, sweep_dir, seeds, only, provided)
     configs = compose_runs(runs, compose, spec.name)
@@ -246,14 +249,33 @@ def _validate_and_run(spec, preset, compose, sweep_dir, *, spec_text, seeds, onl
     result = SweepResult(sweep_dir, statuses, 0, skipped)
     with SweepProgress(f"{spec.name}-{preset}", len(runs), skipped, quiet) as progress:
         for wave in waves(runs):
-            if _run_wave(wave, configs, launcher, index, result, progress, sweep_dir):
+            if _run_wave(wave, configs, launcher, index, result, progress, sweep_dir, vmap_seeds):
                 result.interrupted = True
                 break
     index.save()
     return result
 
 
-def _run_wave(wave, configs, launcher, index, result, progress, sweep_dir) -> bool:
+def _units(todo: list[Run], vmap_seeds: bool) -> list[list[Run]]:
+    """What each job trains: one run, or (vmap_seeds) all of a cell's due seeds together."""
+    if not vmap_seeds:
+        return [[run] for run in todo]
+    cells: dict[str, list[Run]] = {}
+    for run in todo:
+        cells.setdefault(run.cell, []).append(run)
+    return list(cells.values())
+
+
+def _unit_job(unit: list[Run], configs: dict, sweep_dir: Path) -> dict:
+    jobs = [prepare_job(run, configs[run.id], sweep_dir) for run in unit]
+    return jobs[0] if len(jobs) == 1 else {"group": jobs}
+
+
+def _label(unit: list[Run]) -> str:
+    return unit[0].label if len(unit) == 1 else f"{unit[0].cell} seeds {', '.join(str(r.seed) for r in unit)}"
+
+
+def _run_wave(wave, configs, launcher, index, result, progress, sweep_dir, vmap_seeds=False) -> bool:
     """Run one wave; returns True when the user interrupted the sweep."""
     statuses = result.statuses
     todo = []
@@ -270,19 +292,22 @@ def _run_wave(wave, configs, launcher, index, result, progress, sweep_dir) -> bo
             todo.append(run)
     if not todo:
         return False
-    jobs = [prepare_job(run, configs[run.id], sweep_dir) for run in todo]
+    units = _units(todo, vmap_seeds)
+    jobs = [_unit_job(unit, configs, sweep_dir) for unit in units]
     interrupted = False
     try:
-        for i, outcome in launcher.launch(jobs, started=lambda i: progress.started(todo[i].label)):
-            run = todo[i]
-            statuses[run.id] = outcome["status"]
-            result.launched += 1
-            index.record(run.id, outcome["status"], outcome.get("error"))
-            if outcome["status"] == "failed":
-                result.errors[run.id] = outcome.get("error") or "failed"
-            progress.finished(outcome["status"])
-            if outcome["status"] == "interrupted":
-                interrupted = True
+        for i, outcome in launcher.launch(jobs, started=lambda i: progress.started(_label(units[i]))):
+            if outcome.get("note"):
+                result.notes.append(f"{units[i][0].cell}: {outcome['note']}")
+            for run, one in zip(units[i], outcome.get("outcomes", [outcome])):
+                statuses[run.id] = one["status"]
+                result.launched += 1
+                index.record(run.id, one["status"], one.get("error"))
+                if one["status"] == "failed":
+                    result.errors[run.id] = one.get("error") or "failed"
+                progress.finished(one["status"])
+                interrupted = interrupted or one["status"] == "interrupted"
+            if interrupted:
                 break
     except KeyboardInterrupt:
         interrupted = True

@@ -9,16 +9,20 @@ checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bnnx.config import TrainConfig, config_to_dict
+from bnnx.data import load_dataset
 from bnnx.io import check_writable, write_json, write_jsonl, write_text
 from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
@@ -28,7 +32,8 @@ from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
 from bnnx.train.rundir import RunResult, check_run_dir, default_run_dir, prepare_run_dir, rows_before  # noqa: F401 (API)
-from bnnx.train.step import evaluate, zero_sums
+from bnnx.train.seeds import NotVectorisable, check_vectorisable, program_for
+from bnnx.train.step import zero_sums
 from bnnx.summary import run_precision
 from bnnx.train.provenance import versions
 from bnnx.timing import curve_from_rows, time_to_plateau
@@ -58,144 +63,239 @@ def train(config: TrainConfig, *, quiet: bool = True, dataset=None) -> RunResult
 
     The process holds the run folder's lock (bnnx.lock) from before its first check to its
     last write, so a second writer of the same folder is refused while this one lives."""
-    run_dir = Path(config.out_dir) if config.out_dir else default_run_dir(config)
-    check_run_dir(config, run_dir)
-    check_writable(run_dir, "out_dir")
-    created = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with _claimed([config]) as run_dirs:
+        experiment = build_experiment(config, run_dirs[0], dataset, train_run=train)
+        return Trainer(experiment, run_dirs[0], quiet).run()
+
+
+def train_seeds(configs: list[TrainConfig], *, quiet: bool = True, dataset=None) -> list[RunResult]:
+    """Train runs that differ only in their seed as one vectorised program (bnnx.train.seeds),
+    each into its own ordinary run folder. Raises NotVectorisable, having written no run file,
+    when they cannot share one program (or do not start from the same epoch and batch)."""
+    with _claimed(configs) as run_dirs:
+        dataset = dataset if dataset is not None else load_dataset(configs[0].dataset)
+        experiments = [build_experiment(c, d, dataset, train_run=train) for c, d in zip(configs, run_dirs)]
+        return Trainer(experiments, run_dirs, quiet, vectorise=True).run_all()
+
+
+@contextmanager
+def _claimed(configs: list[TrainConfig]):
+    """The runs' folders, checked, created and locked (in the configs' order) for the block."""
+    run_dirs = [Path(c.out_dir) if c.out_dir else default_run_dir(c) for c in configs]
+    created = []
     try:
-        with FolderLock(run_dir):
-            check_run_dir(config, run_dir)  # again, now that no one else can write it
-            experiment = build_experiment(config, run_dir, dataset, train_run=train)
-            return Trainer(experiment, run_dir, quiet).run()
+        with ExitStack() as locks:
+            for config, run_dir in zip(configs, run_dirs):
+                check_run_dir(config, run_dir)
+                check_writable(run_dir, "out_dir")
+                if not run_dir.exists():
+                    created.append(run_dir)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(FolderLock(run_dir))
+                check_run_dir(config, run_dir)  # again, now that no one else can write it
+            yield run_dirs
     except BaseException:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # leave no empty folder behind a run that never started
+        for run_dir in created:
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # leave no empty folder behind a run that never started
         raise
 
 
+@dataclasses.dataclass
+class _Member:
+    """One run the loop drives: its experiment, folder and record so far."""
+
+    exp: Experiment
+    run_dir: Path
+    checkpoints: Checkpoints
+    observers: list
+    rows: list = dataclasses.field(default_factory=list)
+    position: dict = dataclasses.field(default_factory=dict)
+    status: str = "completed"
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.exp.config
+
+
 class Trainer:
-    def __init__(self, experiment: Experiment, run_dir: Path, quiet: bool):
-        self.exp = experiment
-        self.config = experiment.config
-        self.run_dir = run_dir
+    """The loop over epochs for one run, or for the seeds of a cell stepped together (a
+    `SeedGroup`: `Trainer(experiments, run_dirs, quiet, vectorise=True)`); every run keeps its
+    own folder, checkpoints, observers and host-side hooks."""
+
+    def __init__(self, experiments, run_dirs, quiet: bool, vectorise: bool = False):
+        if isinstance(experiments, Experiment):
+            experiments, run_dirs = [experiments], [run_dirs]
+        self.members = [_Member(e, Path(d), Checkpoints(d), [])
+                        for e, d in zip(experiments, run_dirs)]
+        self.vectorise = vectorise
         self.quiet = quiet
-        self.checkpoints = Checkpoints(run_dir)
-        self.observers = []
+        self.config = experiments[0].config
+        self.program = program_for(experiments)
 
     def run(self) -> RunResult:
+        (result,) = self.run_all()
+        return result
+
+    def run_all(self) -> list[RunResult]:
         started = time.time()
         try:
-            state, position, rows = self.start()
+            states = [self.start(member) for member in self.members]
+            if self.vectorise:
+                check_vectorisable([m.exp for m in self.members], states)
+                if any((m.position["epoch"], m.position["batch"]) != (self.members[0].position["epoch"],
+                       self.members[0].position["batch"]) for m in self.members):
+                    raise NotVectorisable("its seeds would resume from different epochs or batches")
         except BaseException:
-            self.checkpoints.close()
+            self._close()
             raise
-        self.observers = build_observers(self.config, self.run_dir, self.exp)  # after it: a refused resume writes nothing
-        write_text(self.run_dir / "config.yaml", _yaml(config_to_dict(self.config)))
-        if self.config.resume:  # the record of the epochs resumed, without rows or lines past them
-            write_jsonl(self.run_dir / "metrics.jsonl", rows)
-        status = "completed"
+        for member in self.members:  # after the checks: a refused resume writes nothing
+            member.observers = build_observers(member.config, member.run_dir, member.exp)
+            write_text(member.run_dir / "config.yaml", _yaml(config_to_dict(member.config)))
+            if member.config.resume:  # the record of the epochs resumed, without rows or lines past them
+                write_jsonl(member.run_dir / "metrics.jsonl", member.rows)
+        state = self.program.stack(states)
         try:
-            with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.exp.steps_per_epoch, self.quiet) as bar:
-                while position["epoch"] < self.config.epochs:
-                    state, position, status = self._epoch(state, position, rows, interrupt, bar)
-                    if status != "completed":
-                        break
+            with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.members[0].exp.steps_per_epoch,
+                                                            self.quiet) as bar:
+                while self._active() and self._active()[0].position["epoch"] < self.config.epochs:
+                    state = self._epoch(state, interrupt, bar)
         finally:
-            self.checkpoints.close()
-        position["wall_time_s"] = position.get("wall_time_s", 0.0) + time.time() - started
-        summary = self._summary(status, rows, position, state)
-        write_json(self.run_dir / "summary.json", summary)
-        for observer in self.observers:
-            observer.finish(self.run_dir, summary)
-        return RunResult(self.run_dir, summary, rows)
+            self._close()
+        return [self._finish(m, own, started) for m, own in zip(self.members, self.program.unstack(state))]
 
-    def start(self):
-        """(state, position, rows) to run from: the checkpoint's, with metrics.jsonl's rows of the
-        epochs it has done, or a fresh start. Reads only: a refused resume changes no file."""
-        state = self.exp.state
-        if self.config.resume:
-            state, position = self.checkpoints.restore(state)
-            return state, position, rows_before(self.run_dir, position["epoch"])
-        state = self.exp.recipe.prepare(state)
-        return state, {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}, []
+    def start(self, member: _Member):
+        """The member's state to run from, its position and rows set: the checkpoint's, with
+        metrics.jsonl's rows of the epochs it has done, or a fresh start. Reads only: a refused
+        resume changes no file."""
+        state = member.exp.state
+        if member.config.resume:
+            state, member.position = member.checkpoints.restore(state)
+            member.rows = rows_before(member.run_dir, member.position["epoch"])
+            return state
+        member.position = {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}
+        return member.exp.recipe.prepare(state)
 
-    def _epoch(self, state, position, rows, interrupt, bar):
-        epoch, start = position["epoch"], position["batch"]
+    def _active(self) -> list[_Member]:
+        return [m for m in self.members if m.status == "completed"]
+
+    def _active_rows(self) -> np.ndarray:
+        return np.asarray([m.status == "completed" for m in self.members])
+
+    def _close(self) -> None:
+        for member in self.members:
+            member.checkpoints.close()
+
+    def _hooks(self, state, hook: Callable):
+        """`hook(member, its state)` on every run's own host-side state."""
+        states = self.program.unstack(state)
+        return self.program.stack([hook(m, s) for m, s in zip(self.members, states)])
+
+    def _epoch(self, state, interrupt, bar):
+        members = self.members
+        epoch, start = self._active()[0].position["epoch"], self._active()[0].position["batch"]
         if start == 0:
-            state = self.exp.recipe.on_epoch(state, epoch)
-        state = self.exp.for_epoch(state, epoch)  # also when resuming mid-epoch
-        sums = {k: jnp.asarray(v, jnp.float32) for k, v in position["sums"].items()}
+            state = self._hooks(state, lambda m, s: m.exp.recipe.on_epoch(s, epoch))
+        state = self._hooks(state, lambda m, s: m.exp.for_epoch(s, epoch))  # also when resuming mid-epoch
+        sums = self.program.stack([{k: jnp.asarray(v, jnp.float32) for k, v in m.position["sums"].items()}
+                                   for m in members])
         began, compiled = time.time(), compile_seconds()
         bar.start_epoch(epoch, start)
-        batches = self.exp.dataset.train_batches(epoch, self.config.batch_size, self.config.seed, start)
-        for index, batch in enumerate(batches, start=start):
-            state, batch_sums = self.exp.train_step(state, batch, self.exp.loss)
+        for index, batch in enumerate(self.program.train_batches(epoch, start), start=start):
+            state, batch_sums = self.program.train_step(state, batch)
             sums = {k: sums[k] + batch_sums[k] for k in sums}
-            self._log_step(epoch * self.exp.steps_per_epoch + index + 1, state, batch_sums)
+            self._log_step(epoch * members[0].exp.steps_per_epoch + index + 1, state, batch_sums)
             if bar.due():
-                loss = float(sums["loss"]) / max(float(sums["count"]), 1.0)
-                if not math.isfinite(loss):
+                counts = np.maximum(np.atleast_1d(sums["count"]), 1.0)
+                losses = (np.atleast_1d(sums["loss"]) / counts)[self._active_rows()]
+                if not np.isfinite(losses).any():
                     break
-                bar.update(index + 1, loss, float(sums["correct"]) / max(float(sums["count"]), 1.0))
+                accuracies = (np.atleast_1d(sums["correct"]) / counts)[self._active_rows()]
+                bar.update(index + 1, float(np.mean(losses)), float(np.mean(accuracies)))
             if interrupt.requested:
-                position = {**position, "batch": index + 1, "sums": _host(sums)}
-                self.checkpoints.save(state, position)
-                return state, position, "interrupted"
-        train = _host(sums)
+                for member, own, own_sums in zip(members, self.program.unstack(state), self.program.split(_host(sums))):
+                    if member.status == "completed":
+                        member.position = {**member.position, "batch": index + 1, "sums": own_sums}
+                        member.checkpoints.save(own, member.position)
+                        member.status = "interrupted"
+                return state
+        evaluations = self.program.evaluate(state)
+        for member, own, train, test in zip(members, self.program.unstack(state), self.program.split(_host(sums)),
+                                            evaluations):
+            if member.status == "completed":
+                self._end_epoch(member, own, epoch, train, test, began, compiled, bar)
+        return state
+
+    def _end_epoch(self, member: _Member, state, epoch: int, train: dict, test: dict, began: float,
+                   compiled: float, bar) -> None:
         count = max(train["count"], 1.0)
         if not math.isfinite(train["loss"]):
-            return state, position, "diverged"
+            member.status = "diverged"
+            return
         row = {"epoch": epoch, "train_loss": train["loss"] / count, "train_accuracy": train["correct"] / count,
-               **evaluate(self.exp, state), **scheduled_values(state.opt_state), **self.exp.recipe.metrics(state)}
-        for observer in self.observers:
+               **test, **scheduled_values(state.opt_state), **member.exp.recipe.metrics(state)}
+        for observer in member.observers:
             row.update(observer.epoch_end(state, epoch))
         row["epoch_time_s"] = time.time() - began
         row["compile_time_s"] = min(compile_seconds() - compiled, row["epoch_time_s"])
-        rows.append(row)
-        write_jsonl(self.run_dir / "metrics.jsonl", rows)
-        for observer in self.observers:
-            observer.row((epoch + 1) * self.exp.steps_per_epoch, row)
-        bar.end_epoch(row)
-        position = {**position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
-        if (epoch + 1) % self.config.checkpoint_every == 0 or epoch + 1 == self.config.epochs:
-            self.checkpoints.save(state, position)
-        return state, position, "completed"
+        member.rows.append(row)
+        write_jsonl(member.run_dir / "metrics.jsonl", member.rows)
+        for observer in member.observers:
+            observer.row((epoch + 1) * member.exp.steps_per_epoch, row)
+        if member is self._active()[0]:
+            bar.end_epoch(row)
+        member.position = {**member.position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
+        if (epoch + 1) % member.config.checkpoint_every == 0 or epoch + 1 == member.config.epochs:
+            member.checkpoints.save(state, member.position)
 
     def _log_step(self, step: int, state, batch_sums) -> None:
-        """Every `log_every_steps` steps: this step's loss and scheduled values, to the observers
-        (the only host syncs it adds, at that interval)."""
+        """Every `log_every_steps` steps: each run's loss and scheduled values at this step, to its
+        observers (the only host syncs it adds, at that interval)."""
         if not self.config.log_every_steps or step % self.config.log_every_steps:
             return
-        values = {"train_loss": float(batch_sums["loss"]) / max(float(batch_sums["count"]), 1.0),
-                  **scheduled_values(state.opt_state)}
-        for observer in self.observers:
-            observer.step(step, values)
+        for member, own, sums in zip(self.members, self.program.unstack(state), self.program.split(_host(batch_sums))):
+            if member.status != "completed":
+                continue
+            values = {"train_loss": sums["loss"] / max(sums["count"], 1.0), **scheduled_values(own.opt_state)}
+            for observer in member.observers:
+                observer.step(step, values)
 
-    def _summary(self, status: str, rows: list[dict], position: dict, state) -> dict:
+    def _finish(self, member: _Member, state, started: float) -> RunResult:
+        member.position["wall_time_s"] = member.position.get("wall_time_s", 0.0) + time.time() - started
+        summary = self._summary(member, state)
+        write_json(member.run_dir / "summary.json", summary)
+        for observer in member.observers:
+            observer.finish(member.run_dir, summary)
+        return RunResult(member.run_dir, summary, member.rows)
+
+    def _summary(self, member: _Member, state) -> dict:
+        rows, config = member.rows, member.config
         accuracies = [r["test_accuracy"] for r in rows]
-        return {
-            "status": status,
+        summary = {
+            "status": member.status,
             "test_accuracy": accuracies[-1] if accuracies else None,
             "best_test_accuracy": max(accuracies) if accuracies else None,
             "epochs_done": len(rows),
-            "epochs": self.config.epochs,
-            "wall_time_s": position["wall_time_s"],
+            "epochs": config.epochs,
+            "wall_time_s": member.position["wall_time_s"],
             "train_time_s": sum(r["epoch_time_s"] for r in rows),
             "test_accuracy_curve": accuracies,
             "compile_time_s": sum(r.get("compile_time_s", 0.0) for r in rows),
             "time_to_plateau": time_to_plateau(curve_from_rows(rows)) if rows else None,
-            "parameters": run_precision(self.exp.layers, self.config.trained_model, state.params, state.quant),
-            "seed": self.config.seed,
-            "method": self.config.method.name,
-            "model": self.config.model.name,
-            "dataset": self.config.dataset.name,
+            "parameters": run_precision(member.exp.layers, config.trained_model, state.params, state.quant),
+            "seed": config.seed,
+            "method": config.method.name,
+            "model": config.model.name,
+            "dataset": config.dataset.name,
             "versions": versions(),
         }
+        if len(self.members) > 1:  # its times are the group's: K seeds trained in one program
+            summary["vmapped_seeds"] = [m.config.seed for m in self.members]
+        return summary
 
 
-def _host(sums) -> dict[str, float]:
-    return {k: float(v) for k, v in jax.device_get(sums).items()}
+def _host(sums) -> dict:
+    return jax.device_get(sums)
 
 
 def _yaml(data: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -42,8 +43,15 @@ def all_trainable(params):
     return jax.tree.map(lambda _: jnp.ones((), jnp.float32), params)
 
 
+@partial(jax.jit, static_argnums=0)
+def _init(model, example: jax.Array, key: jax.Array) -> dict:
+    return model.init(key, example, train=False)
+
+
 def init_variables(model, example: jax.Array, seed: int) -> dict:
-    return jax.jit(lambda key: model.init(key, example, train=False))(jax.random.key(seed))
+    """The model's variables for `seed`; compiled once per model and input shape in a process (a
+    flax module hashes by its fields), so the seeds of a sweep share one compile."""
+    return _init(model, example, jax.random.key(seed))
 
 
 def create_state(model, variables: dict, tx: optax.GradientTransformation, seed: int) -> TrainState:

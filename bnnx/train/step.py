@@ -66,13 +66,21 @@ def zero_sums() -> dict[str, float]:
     return {"loss": 0.0, "correct": 0.0, "count": 0.0}
 
 
-def evaluate(experiment, state) -> dict[str, float]:
-    """Test loss, top-1 and top-5 accuracy of `state` over the experiment's whole test split."""
+def evaluation_sums(experiment, state, eval_step: Callable) -> dict:
+    """`eval_step`'s sums over the experiment's whole test split, on the device."""
     sums = {**zero_sums(), "correct5": 0.0}
     for batch in experiment.dataset.test_batches(experiment.config.eval_batch_size):
-        batch_sums = experiment.eval_step(state, batch)
+        batch_sums = eval_step(state, batch)
         sums = {k: sums[k] + batch_sums[k] for k in sums}
-    sums = jax.device_get(sums)
+    return sums
+
+
+def test_metrics(sums: dict) -> dict[str, float]:
     count = max(float(sums["count"]), 1.0)
     return {"test_loss": float(sums["loss"]) / count, "test_accuracy": float(sums["correct"]) / count,
             "test_top5_accuracy": float(sums["correct5"]) / count}
+
+
+def evaluate(experiment, state) -> dict[str, float]:
+    """Test loss, top-1 and top-5 accuracy of `state` over the experiment's whole test split."""
+    return test_metrics(jax.device_get(evaluation_sums(experiment, state, experiment.eval_step)))
