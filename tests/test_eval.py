@@ -82,3 +82,18 @@ def test_eval_refuses_bad_overrides_in_one_line(compose, digits, run_cli, tmp_pa
                                     (result.run_dir / "export.npz", "oops", "not key=value")):
         code, text = run_cli("eval", str(path), override)
         assert code == 2 and text.strip().count("\n") == 0 and message in text, text
+
+
+@pytest.mark.parametrize("overrides", [(), ("model.binary_activations=false",)], ids=["w1a1", "w1a32"])
+def test_a_binarized_flax_model_runs_packed_with_the_runs_own_accuracy(overrides, compose, digits, tmp_path):
+    """A plain flax model (Conv + Dense, no bnnx layers) binarized by rules: its nn.Conv/nn.Dense
+    calls run on the export's words, and the accuracy is the run's own."""
+    from bnnx.train.loop import train
+
+    config = compose("model=external", "model.target=tests.models_external:SmallNet", "epochs=2", "batch_size=32",
+                     f"out_dir={tmp_path / 'run'}", *overrides)
+    result = train(config, dataset=digits)
+    path, manifest = export_run(config, result.run_dir)
+    assert [t["name"] for t in manifest["tensors"] if t["encoding"] in PACKED_ENCODINGS]  # something runs packed
+    figures = evaluate_export(path, config, dataset=digits)
+    assert figures["test_accuracy"] == result.summary["test_accuracy"] > 0.3
