@@ -3,7 +3,10 @@
 Reads the sweep folder (sweep.yaml, sweep.json and each run's files), and writes
 - report.md: the command, date, machine and preset, then the table with the paper's rows and
   columns, each cell "mean ± std (n)" over seeds beside the paper's number and the difference;
-- report.csv: the same table as numbers (per column: mean, std, n, paper, diff);
+- report.csv: the same table as numbers (per column: mean, std, n, paper, diff, the 95 %
+  confidence interval and the per-seed values);
+- the sweep's checks (premises of the analog, the paper's effects) on their 95 % intervals, in
+  report.md and checks.csv (bnnx/report_checks.py);
 - curves.png: test accuracy per epoch, mean over seeds with a ±1 std band, per cell;
 - schedules.png: each scheduled value the runs logged per epoch (lr, BMD's β, BNEW's λ and
   expansion, Bop's γ, RPR's freezing fraction, …), mean over seeds, per cell.
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from bnnx.errors import check
 from bnnx.io import read_json_object, write_text
+from bnnx.report_checks import check_results, checks_csv_rows, checks_markdown, format_interval, interval
 from bnnx.report_plots import plot_curves, plot_schedules
 from bnnx.sweeps.metrics import accuracy_curve, run_value, scheduled_rows
 from bnnx.sweeps.parse import load_spec
@@ -42,6 +46,7 @@ class CellStats:
     done: int  # of which completed
     problems: Counter  # runs that are not completed, by status
     no_value: str = NOT_RECORDED  # what a completed run without a value means
+    seeds: list[int] = dataclasses.field(default_factory=list)  # the seed of each value
 
     @property
     def valueless(self) -> int:
@@ -71,6 +76,14 @@ class SweepResults:
     curves: dict[str, list[list[float]]]  # cell key -> one accuracy curve per completed run
     schedules: dict[str, list[dict[str, list[float]]]] = dataclasses.field(default_factory=dict)
     # cell key -> per completed run, each scheduled value's per-epoch series
+    commits: Counter = dataclasses.field(default_factory=Counter)  # code commit -> completed runs
+
+
+def _run_commit(run_dir: Path) -> str:
+    git = read_json_object(run_dir / "summary.json").get("versions", {}).get("git")
+    if not isinstance(git, dict) or not git.get("commit"):
+        return "unknown (installed package)"
+    return str(git["commit"])[:12] + (" with uncommitted changes" if git.get("dirty") else "")
 
 
 def _run_status(run_dir: Path) -> str:
@@ -87,6 +100,7 @@ def collect(sweep_dir: Path | str) -> SweepResults:
     status = {key: _run_status(path) for key, path in runs.items()}
     check(any(s == "completed" for s in status.values()), f"no finished runs in {sweep_dir} yet")
     stats, curves, schedules = {}, {}, {}
+    commits = Counter(_run_commit(path) for key, path in runs.items() if status[key] == "completed")
     for cell in sorted({c for c, _ in runs}):
         seeds = sorted(s for c, s in runs if c == cell)
         done = [s for s in seeds if status[cell, s] == "completed"]
@@ -94,10 +108,11 @@ def collect(sweep_dir: Path | str) -> SweepResults:
         curves[cell] = [accuracy_curve(runs[cell, s]) for s in done]
         schedules[cell] = [scheduled_rows(runs[cell, s]) for s in done]
         for metric in spec.metrics:
-            values = [_value(spec, metric, cell, s, runs, status) for s in done]
-            stats[cell, metric.name] = CellStats([v * metric.scale for v in values if v is not None], len(seeds),
-                                                 len(done), problems, _no_value(metric))
-    return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves, schedules)
+            values = [(s, _value(spec, metric, cell, s, runs, status)) for s in done]
+            values = [(s, v * metric.scale) for s, v in values if v is not None]
+            stats[cell, metric.name] = CellStats([v for _, v in values], len(seeds), len(done), problems,
+                                                 _no_value(metric), [s for s, _ in values])
+    return SweepResults(sweep_dir, spec, index["preset"], index, stats, curves, schedules, commits)
 
 
 def _no_value(metric: Metric) -> str:
@@ -131,7 +146,7 @@ def _paper(value, digits: int) -> tuple[str, float | None, float | None]:
     return str(value), None, None
 
 
-def _ours(stats: CellStats | None, digits: int) -> str:
+def _ours(stats: CellStats | None, digits: int, with_interval: bool = False) -> str:
     if stats is None:
         return "not run"
     if not stats.n:
@@ -141,6 +156,8 @@ def _ours(stats: CellStats | None, digits: int) -> str:
     count = f"{stats.n}" if stats.n == stats.planned else f"{stats.n}/{stats.planned}"
     if stats.valueless:
         count += f"; {stats.valueless} {stats.no_value}"
+    if with_interval:
+        return f"{format_interval(stats.mean, interval(stats.values), digits)} ({count})"
     spread = f" ± {_fmt(stats.std, digits)}" if stats.std is not None else ""
     return f"{_fmt(stats.mean, digits)}{spread} ({count})"
 
@@ -176,7 +193,7 @@ def build_table(results: SweepResults) -> tuple[list[str], list[list[str]], list
     csv_header = list(md_header)
     for label, _, _ in columns:
         md_header += [f"{label}: ours", "paper", "Δ"]
-        csv_header += [f"{label} {part}" for part in ("mean", "std", "n", "paper", "diff")]
+        csv_header += [f"{label} {part}" for part in CSV_PARTS]
     md_rows, csv_rows = [], []
     for row in spec.combos(spec.rows):
         names = [value.label(preset) for _, value in row]
@@ -185,18 +202,24 @@ def build_table(results: SweepResults) -> tuple[list[str], list[list[str]], list
             key = spec.cell_key(row, column)
             if key is None:
                 md_row += [EXCLUDED, EXCLUDED, ""]
-                csv_row += ["", "", "", "", ""]
+                csv_row += [""] * len(CSV_PARTS)
                 continue
             stats = results.stats.get((key, metric.name))
             paper_text, paper_mean, _ = _paper(spec.paper.get(key, {}).get(metric.name), metric.digits)
             comparable = not _is_analog(row + column, preset)
             diff_text, diff = _diff(stats, paper_mean if comparable else None, metric.digits)
-            md_row += [_ours(stats, metric.digits), paper_text, diff_text]
+            md_row += [_ours(stats, metric.digits, metric.interval), paper_text, diff_text]
+            bounds = interval(stats.values) if stats else None
             csv_row += [_csv_number(stats.mean if stats else None), _csv_number(stats.std if stats else None),
-                        stats.n if stats else 0, paper_text, _csv_number(diff)]
+                        stats.n if stats else 0, paper_text, _csv_number(diff),
+                        *(_csv_number(b) for b in (bounds or (None, None))),
+                        ";".join(f"{s}:{v:.6g}" for s, v in zip(stats.seeds, stats.values)) if stats else ""]
         md_rows.append(md_row)
         csv_rows.append(csv_row)
     return md_header, md_rows, csv_header, csv_rows
+
+
+CSV_PARTS = ("mean", "std", "n", "paper", "diff", "ci95_low", "ci95_high", "per-seed (seed:value)")
 
 
 def _csv_number(value: float | None):
@@ -225,6 +248,7 @@ def _header(results: SweepResults, command: str) -> str:
         f"jax device: {machine.get('jax_device')}",
         f"- Preset: **{results.preset}**" + (f": {preset.description}" if preset and preset.description else ""),
         f"- Source: {spec.source}",
+        f"- Code: commit {', '.join(f'{c} ({n} runs)' for c, n in results.commits.most_common()) or 'unknown'}",
         f"- Runs: {len(index['runs'])} planned: {runs}", ""])
 
 
@@ -238,16 +262,25 @@ def _footer(spec: SweepSpec) -> str:
     return text + (f"\n\n{spec.notes}" if spec.notes else "")
 
 
+def _csv_text(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
 def write_report(sweep_dir: Path | str, command: str = "bnnx report") -> tuple[SweepResults, str]:
     """Write report.md, report.csv, curves.png and (when the runs logged any) schedules.png into
     the sweep folder; returns the table text."""
     results = collect(sweep_dir)
     md_header, md_rows, csv_header, csv_rows = build_table(results)
     table = markdown_table(md_header, md_rows)
-    write_text(results.sweep_dir / "report.md", f"{_header(results, command)}\n{table}\n\n{_footer(results.spec)}\n")
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([csv_header, *csv_rows])
-    write_text(results.sweep_dir / "report.csv", buffer.getvalue())
+    checks = check_results(results.spec, results.stats)
+    checks_text = checks_markdown(checks, {m.name: m.digits for m in results.spec.metrics})
+    write_text(results.sweep_dir / "report.md", f"{_header(results, command)}\n{table}\n\n{_footer(results.spec)}\n"
+               + (f"\n{checks_text}\n" if checks_text else ""))
+    write_text(results.sweep_dir / "report.csv", _csv_text([csv_header, *csv_rows]))
+    if checks:
+        write_text(results.sweep_dir / "checks.csv", _csv_text(checks_csv_rows(checks)))
     plot_curves(results, results.sweep_dir / "curves.png")
     plot_schedules(results, results.sweep_dir / "schedules.png")
     return results, table

@@ -4,6 +4,7 @@ paper's, partial sweeps are marked; and one shipped sweep file's smoke preset en
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -219,3 +220,60 @@ def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
         assert float(rows[name]["cosine lr · epochs to 95 % fixed mean"]) == signs["epochs_until_95pct_fixed"]
         assert rows[name]["constant lr · top-1 % n"] == "0"  # not selected: not run
     assert "| none (sign only) |" in output and (out / "curves.png").exists()
+
+
+T_975_DF1 = 12.706204736174707  # Student-t 97.5 % quantile, 1 degree of freedom (two seeds)
+
+
+def test_checks_give_the_paired_difference_its_interval_and_a_verdict_from_the_interval(tmp_path):
+    checks = [
+        # PPT − scratch per seed on Data A: seed 0: 90 − 90 = 0, seed 1: 83 − 84 = −1 (top-1 %)
+        {"role": "effect", "what": "ppt is as accurate", "metric": "top-1", "cell": "ppt/{data}", "minus": "scratch/{data}",
+         "at_least": -5.0},
+        {"role": "premise", "what": "scratch learns", "metric": "top-1", "cell": "scratch/a", "at_least": 89.0},
+        {"role": "effect", "what": "ppt is faster", "metric": "speedup", "cell": "ppt/a", "at_most": 1.0},
+    ]
+    root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "checks": checks})
+    write_report(root)
+    with open(root / "checks.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["cell"], r["minus"]) for r in rows] == [("ppt/a", "scratch/a"), ("ppt/b", "scratch/b"), ("scratch/a", ""),
+                                                       ("ppt/a", "")]
+    paired = [0.0, -1.0]
+    half = T_975_DF1 * statistics.stdev(paired) / 2 ** 0.5
+    assert float(rows[0]["mean"]) == pytest.approx(-0.5)
+    assert float(rows[0]["ci95_low"]) == pytest.approx(-0.5 - half) and float(rows[0]["ci95_high"]) == pytest.approx(-0.5 + half)
+    assert rows[0]["verdict"] == "inconclusive (the interval contains -5)"  # −0.5 ± 6.4
+    assert rows[1]["n"] == "1" and rows[1]["verdict"] == "holds (one seed, no interval)"  # seed 1 of ppt/b is interrupted
+    top1 = [90.0, 84.0]
+    low = statistics.fmean(top1) - T_975_DF1 * statistics.stdev(top1) / 2 ** 0.5
+    assert float(rows[2]["ci95_low"]) == pytest.approx(low) and rows[2]["verdict"].startswith("inconclusive")
+    assert rows[3]["verdict"] == "inconclusive (the interval contains 1)"  # speedups 4/3 and 2
+    text = (root / "report.md").read_text()
+    assert "## Premises and effects" in text and "| premise | scratch learns | top-1: scratch/a |" in text
+    report = csv_rows(root / "report.csv")
+    assert report["PPT"]["Data A · top-1 per-seed (seed:value)"] == "0:90;1:83"
+
+
+def test_a_check_verdict_holds_or_fails_only_when_the_whole_interval_clears_or_misses(tmp_path):
+    runs = {"scratch/a": {s: ("completed", [0.9 + 0.001 * s], [0.1]) for s in (0, 1)},
+            "ppt/a": {s: ("completed", [0.8 + 0.001 * s], [0.1]) for s in (0, 1)}}
+    checks = [{"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 5},
+              {"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 15}]
+    root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "checks": checks}, runs=runs)
+    write_report(root)
+    with open(root / "checks.csv") as f:
+        assert [r["verdict"] for r in csv.DictReader(f)] == ["holds", "does not hold"]  # 10 points, every seed
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"role": "hope", "what": "x", "metric": "top-1", "cell": "ppt/a", "at_least": 0}, "unknown role 'hope'"),
+    ({"role": "effect", "what": "x", "metric": "top-5", "cell": "ppt/a", "at_least": 0}, "no metric 'top-5'"),
+    ({"role": "effect", "what": "x", "metric": "top-1", "cell": "ppt/a"}, "exactly one of at_least, at_most"),
+    ({"role": "effect", "what": "x", "metric": "top-1", "cell": "ppt/c", "at_least": 0}, "no cell 'ppt/c'"),
+    ({"role": "effect", "what": "x", "metric": "top-1", "cell": "{size}/a", "at_least": 0}, "'{size}' is not an axis"),
+    ({"role": "effect", "what": "x", "metric": "top-1", "cell": "ppt/a", "at_most": float("nan")}, "finite number"),
+])
+def test_a_bad_check_is_one_line_naming_it(tmp_path, bad, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        collect(fake_sweep(tmp_path / "bad", spec={**FAKE, "checks": [bad]}))

@@ -4,12 +4,13 @@ naming the key, e.g. "unknown key 'colums' in the sweep file; valid keys: ..."."
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
 from bnnx.errors import ConfigError, check
-from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Deviation, Metric,
-                              Preset, SweepSpec)
+from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Check, Deviation,
+                              Metric, Preset, SweepSpec)
 
 
 def _keys(data: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
@@ -66,7 +67,7 @@ def _axes(data: Any, presets: dict) -> tuple[Axis, ...]:
 
 
 def _metric(data: Any, where: str) -> Metric:
-    data = _keys(data, where, ("name",), ("key", "source", "scale", "digits", "reference", "margin"))
+    data = _keys(data, where, ("name",), ("key", "source", "scale", "digits", "reference", "margin", "interval"))
     try:
         metric = Metric(**data)
     except TypeError as error:
@@ -78,6 +79,7 @@ def _metric(data: Any, where: str) -> Metric:
     for name, value in numbers.items():
         check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {name} must be a number")
     check(isinstance(metric.digits, int) and 0 <= metric.digits <= 6, f"{where}: digits must be an integer in [0, 6]")
+    check(isinstance(metric.interval, bool), f"{where}: interval must be true or false")
     return metric
 
 
@@ -154,8 +156,31 @@ def _deviations(data: Any) -> tuple[Deviation, ...]:
     return tuple(out)
 
 
+CHECK_ROLES = ("premise", "effect")
+
+
+def _checks(data: Any, metrics: tuple[Metric, ...]) -> tuple[Check, ...]:
+    data = data or []
+    check(isinstance(data, list), "checks must be a list of {role, what, metric, cell, minus, at_least | at_most}")
+    names, out = [m.name for m in metrics], []
+    for i, item in enumerate(data):
+        where = f"checks[{i}]"
+        item = _keys(item, where, ("role", "what", "metric", "cell"), ("minus", "at_least", "at_most"))
+        check(item["role"] in CHECK_ROLES, f"{where}: unknown role '{item['role']}'; valid: {', '.join(CHECK_ROLES)}")
+        check(item["metric"] in names, f"{where}: no metric '{item['metric']}'; metrics: {', '.join(names)}")
+        bounds = [b for b in ("at_least", "at_most") if item.get(b) is not None]
+        check(len(bounds) == 1, f"{where}: give exactly one of at_least, at_most")
+        bound = item[bounds[0]]
+        check(isinstance(bound, (int, float)) and not isinstance(bound, bool) and math.isfinite(bound),
+              f"{where}: {bounds[0]} must be a finite number")
+        out.append(Check(str(item["role"]), str(item["what"]).strip(), str(item["metric"]), str(item["cell"]),
+                         str(item["minus"]) if item.get("minus") is not None else None,
+                         item.get("at_least"), item.get("at_most")))
+    return tuple(out)
+
+
 TOP_LEVEL = ("name", "title", "source", "axes", "rows", "presets")
-OPTIONAL = ("columns", "metrics", "base", "exclude", "paper", "notes", "deviations")
+OPTIONAL = ("columns", "metrics", "base", "exclude", "paper", "notes", "deviations", "checks")
 
 
 def spec_from_dict(data: Any, default_name: str = "sweep") -> SweepSpec:
@@ -172,7 +197,8 @@ def spec_from_dict(data: Any, default_name: str = "sweep") -> SweepSpec:
     spec = SweepSpec(name=str(data["name"] or default_name), title=str(data["title"]), source=str(data["source"]),
                      axes=axes, rows=rows, columns=columns, metrics=metrics, presets=presets,
                      base=_strings(data.get("base"), "base"), exclude=_exclude(data.get("exclude"), axes),
-                     notes=str(data.get("notes") or "").strip(), deviations=_deviations(data.get("deviations")))
+                     notes=str(data.get("notes") or "").strip(), deviations=_deviations(data.get("deviations")),
+                     checks=_checks(data.get("checks"), metrics))
     cells = spec.cells()
     check(bool(cells), "every cell of the grid is excluded")
     spec = dataclasses.replace(spec, paper=_paper(data.get("paper"), cells, metrics))
@@ -182,6 +208,10 @@ def spec_from_dict(data: Any, default_name: str = "sweep") -> SweepSpec:
 
 def _check_references(spec: SweepSpec, cells: list[Cell]) -> None:
     keys = {c.key for c in cells}
+    for item in spec.checks:
+        for pair in expand_check(spec, item):
+            for key in pair:
+                check(key is None or key in keys, f"sweep '{spec.name}' check '{item.what}': no cell '{key}'")
     for cell in cells:
         for preset in spec.presets:
             for override in spec.cell_overrides(cell, preset):
@@ -192,6 +222,24 @@ def _check_references(spec: SweepSpec, cells: list[Cell]) -> None:
             if metric.reference:
                 target = spec.reference_key(metric.reference, cell)
                 check(target in keys, f"sweep '{spec.name}' metric '{metric.name}': reference '{target}' is not a cell")
+
+
+def expand_check(spec: SweepSpec, item: Check) -> list[tuple[str, str | None]]:
+    """The (cell, minus) key pairs of a check, one per value of each `{axis}` it names."""
+    import string
+
+    patterns = [item.cell] + ([item.minus] if item.minus else [])
+    fields = sorted({f for p in patterns for _, f, _, _ in string.Formatter().parse(p) if f})
+    axes = [a.name for a in spec.axes]
+    for field in fields:
+        check(field in axes, f"sweep '{spec.name}' check '{item.what}': '{{{field}}}' is not an axis; axes: {', '.join(axes)}")
+    out = []
+    for combo in spec.combos(tuple(fields)):
+        keys = {axis: value.key for axis, value in combo}
+        pair = (item.cell.format(**keys), item.minus.format(**keys) if item.minus else None)
+        if all(p is None or not spec.is_excluded(dict(zip(axes, p.split("/")))) for p in pair):
+            out.append(pair)
+    return out
 
 
 def load_spec(path: Path | str) -> SweepSpec:

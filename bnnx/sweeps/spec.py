@@ -11,7 +11,8 @@ The overrides of a run, later ones winning: base < preset < each axis value (in 
 that axis value's own overrides for the preset < seed and out_dir. An override may name
 another cell's run dir as `${cell:KEY}`, KEY a cell key ("real/nokd/cifar10") in which
 `{axis}` stands for this cell's value on that axis; the runner runs that cell first, with the
-same seed.
+same seed. `checks` state the analog's premises and the paper's effects as criteria the report
+tests with confidence intervals.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Metric:
     digits: int = 1
     reference: str | None = None
     margin: float = 0.005
+    interval: bool = False  # the table shows mean [95 % CI] instead of mean ± std
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +89,23 @@ class Deviation:
 
     what: str
     source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A premise of the analog (`role: premise`: what must hold for the paper's effect to be able
+    to appear) or the paper's effect itself (`role: effect`), as a criterion on one metric: the
+    value of `cell` (minus that of `minus`, paired by seed) is at least `at_least` or at most
+    `at_most`. The report gives its mean with a 95 % confidence interval and says whether the
+    interval clears the bound. `cell` and `minus` may hold `{axis}`: one check per value of it."""
+
+    role: str
+    what: str
+    metric: str
+    cell: str
+    minus: str | None = None
+    at_least: float | None = None
+    at_most: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +134,7 @@ class SweepSpec:
     paper: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # cell -> metric -> value
     notes: str = ""
     deviations: tuple[Deviation, ...] = ()
+    checks: tuple[Check, ...] = ()
 
     def axis(self, name: str) -> Axis:
         return next(a for a in self.axes if a.name == name)
