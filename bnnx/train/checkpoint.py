@@ -31,7 +31,11 @@ def state_tree(state) -> dict:
 
 
 class Checkpoints:
-    """Checkpoints under `<run_dir>/checkpoints`, written atomically by orbax (temp dir + rename)."""
+    """Checkpoints under `<run_dir>/checkpoints`, written atomically by orbax (temp dir + rename).
+
+    A save returns once the state is on the host and orbax writes it in a background thread,
+    overlapping the next epoch (about 100 ms a save on a 2-core CPU); the next save, a restore
+    and `close` wait for it, so a finished or interrupted run has its checkpoint on disk."""
 
     def __init__(self, run_dir: Path, max_to_keep: int = 2):
         import orbax.checkpoint as ocp
@@ -46,7 +50,7 @@ class Checkpoints:
     def manager(self):
         if self._manager is None:
             options = self._ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True,
-                                                         enable_async_checkpointing=False)
+                                                         enable_async_checkpointing=True)
             self._manager = self._ocp.CheckpointManager(self.directory, options=options)
         return self._manager
 
@@ -57,11 +61,11 @@ class Checkpoints:
         ocp = self._ocp
         tree = jax.device_get(state_tree(state))
         step = int(tree["step"])
+        self.manager.wait_until_finished()
         if step in self.manager.all_steps():
             self.manager.delete(step)
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                          position=ocp.args.JsonSave(position)))
-        self.manager.wait_until_finished()
 
     def restore(self, state) -> tuple[Any, dict]:
         """Restore the latest checkpoint into the structure of `state`."""
@@ -83,6 +87,7 @@ class Checkpoints:
         ocp = self._ocp
         if not self.exists():
             raise CheckpointError(f"no checkpoint to resume in {self.directory.parent}")
+        self.manager.wait_until_finished()
         step = self.manager.latest_step()
         state_args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
         try:
@@ -95,7 +100,9 @@ class Checkpoints:
 
     def close(self):
         if self._manager is not None:
+            self._manager.wait_until_finished()
             self._manager.close()
+            self._manager = None
 
 
 def _check_same_structure(target, restored) -> None:
