@@ -85,7 +85,9 @@ def _by_seed(stats) -> dict[int, float]:
 
 def _number(value: float, digits: int) -> str:
     text = f"{value:.{digits}f}"
-    return (text[1:] if text.lstrip("-0.") == "" else text).replace("-", "−")  # no "−0.0"
+    if float(text) == 0:
+        text = text.lstrip("-")  # no "−0.0"
+    return text.replace("-", "−")
 
 
 def format_interval(mean: float | None, bounds: tuple[float, float] | None, digits: int) -> str:

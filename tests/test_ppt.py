@@ -108,6 +108,33 @@ def test_fp_epochs_compile_the_fp_twins_graph_and_no_quantizer(ppt):
     assert graph(fp_apply) == graph(twin.apply) != graph(experiment.model.apply)
 
 
+def _primitives(jaxpr) -> set[str]:
+    out = set()
+    for equation in jaxpr.eqns:
+        out.add(equation.primitive.name)
+        for value in equation.params.values():
+            for inner in value if isinstance(value, (list, tuple)) else [value]:
+                if hasattr(inner, "jaxpr"):
+                    out |= _primitives(getattr(inner.jaxpr, "jaxpr", inner.jaxpr))
+    return out
+
+
+def test_each_epoch_steps_only_its_phases_optimizer_with_the_same_updates(ppt):
+    """Under vmap a lax.cond on the (batched) step count runs both optimizers every step; the
+    loop hands each epoch the phase's own branch instead, which must compute the same updates."""
+    experiment, state = ppt["experiment"], ppt["fp_state"]
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), state.params)
+    both = experiment.recipe.tx.update  # the one-graph form (lax.cond on the count)
+    assert "cond" in _primitives(jax.make_jaxpr(both)(grads, state.opt_state, state.params).jaxpr)
+    for epoch, opt_state in ((1, experiment.recipe.tx.init(state.params)), (2, state.opt_state)):
+        fixed = experiment.for_epoch(state, epoch).tx.update
+        assert "cond" not in _primitives(jax.make_jaxpr(fixed)(grads, opt_state, state.params).jaxpr)
+        want, got = both(grads, opt_state, state.params), fixed(grads, opt_state, state.params)
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-9)  # fused apart
+    assert experiment.for_epoch(state, 1).tx is experiment.for_epoch(state, 0).tx  # one compile per phase
+
+
 def test_fp_fraction_zero_is_the_inner_method(runs):
     for ppt_row, ste_row in zip(runs["ppt0"], runs["ste"]):
         for key in ("train_loss", "test_loss", "test_accuracy", "lr"):

@@ -71,6 +71,9 @@ class Recipe:
     - `forward(epoch)`: the apply function the steps of that epoch compile, or None for the
       model's own (PPT's FP epochs train the FP twin's graph). A different function is another
       compiled step, chosen per epoch, so this is the one phase change that compiles.
+    - `optimizer(epoch)`: the transformation the steps of that epoch run, or None for `tx`: a
+      phased optimizer names its phase per epoch, so no step runs the other phase's branch
+      (under vmap a `lax.cond` on the batched step count runs both).
     """
 
     tx: optax.GradientTransformation
@@ -80,6 +83,7 @@ class Recipe:
     runtime: Callable = _identity_quant
     metrics: Callable = _no_metrics
     forward: Callable = _model_forward
+    optimizer: Callable = _model_forward
 
 
 @dataclasses.dataclass

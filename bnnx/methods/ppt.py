@@ -73,12 +73,13 @@ class PhasedState(NamedTuple):
 
 
 def phased(first: optax.GradientTransformation, second: optax.GradientTransformation,
-           boundary: int) -> optax.GradientTransformation:
+           boundary: int, only: int | None = None) -> optax.GradientTransformation:
     """u_t = first(g_t) for t < boundary, second(g_t) after.
 
     `second` is initialised with the parameters at the start and untouched until the boundary,
     so its moments and schedule count start fresh there (PPT's optimizer restart). One compiled
-    graph: the phase is a `lax.cond` on the count in the state.
+    graph: the phase is a `lax.cond` on the count in the state; `only=0` or `1` fixes the phase
+    instead (the same state, one branch compiled), for a loop that knows the phase per epoch.
     """
 
     def init(params):
@@ -93,6 +94,8 @@ def phased(first: optax.GradientTransformation, second: optax.GradientTransforma
             new, inner = second.update(updates, state.second, params)
             return new, PhasedState(state.count + 1, state.first, inner)
 
+        if only is not None:
+            return (run_first, run_second)[only](None)
         return jax.lax.cond(state.count < boundary, run_first, run_second, None)
 
     return optax.GradientTransformation(init, update)
@@ -130,8 +133,10 @@ class PPT(MethodConfig):
         inner = self.inner_method.build(dataclasses.replace(ctx, epochs=ctx.epochs - fp_epochs))
         fp_tx = FP(lr=self.lr, schedule=self.schedule).build(dataclasses.replace(ctx, epochs=fp_epochs)).tx
         phase = _Phase(fp_epochs, fp_epochs * ctx.steps_per_epoch, inner.tx)
-        return _switching_recipe(dataclasses.replace(inner, tx=phased(fp_tx, inner.tx, phase.switch_step)), phase,
-                                 fp_apply)
+        fixed = [phased(fp_tx, inner.tx, phase.switch_step, only) for only in (0, 1)]
+        recipe = _switching_recipe(dataclasses.replace(inner, tx=phased(fp_tx, inner.tx, phase.switch_step)), phase,
+                                   fp_apply)
+        return dataclasses.replace(recipe, optimizer=lambda epoch: fixed[int(epoch >= fp_epochs)])
 
 
 def _with_binary(metrics):

@@ -37,8 +37,10 @@ class Experiment:
         return self.dataset.steps_per_epoch(self.config.batch_size)
 
     def for_epoch(self, state: TrainState, epoch: int) -> TrainState:
-        """`state` with the apply function the method trains and evaluates with in `epoch`."""
-        return state.replace(apply_fn=self.recipe.forward(epoch) or self.model.apply)
+        """`state` with the apply function and optimizer the method trains with in `epoch`."""
+        state = state.replace(apply_fn=self.recipe.forward(epoch) or self.model.apply)
+        tx = self.recipe.optimizer(epoch)
+        return state if tx is None else state.replace(tx=tx)
 
 
 def example_input(dataset) -> jnp.ndarray:
