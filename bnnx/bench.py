@@ -72,6 +72,49 @@ def run_case(case: Case, compose) -> dict:
             "meets_target": throughput >= case.target_images_per_s}
 
 
+# binarized (STE, W1A1) vs the FP twin (method=fp) train step of one model: the cost of binarizing
+BINARIZED_VS_FP = {  # name -> (overrides, input shape, batch size, steps per timing block)
+    "binarized-vs-fp-step-mlp784-2048-2048": (("model=mlp", "model.hidden=[2048,2048]"), (28, 28, 1), 128, 10),
+    "binarized-vs-fp-step-binarynet": (("model=binarynet",), (32, 32, 3), 32, 2),
+}
+BINARIZED_VS_FP_TARGET = 1.05
+
+
+def _prepared_step(compose, overrides, shape, batch_size):
+    from bnnx.train.experiment import build_experiment
+
+    dataset = synthetic_dataset(shape, batch_size)
+    experiment = build_experiment(compose([*overrides, f"batch_size={batch_size}", "epochs=1"]), dataset=dataset)
+    batch = next(dataset.train_batches(0, batch_size, 0))
+    holder = [experiment.for_epoch(experiment.recipe.prepare(experiment.state), 0)]
+
+    def block(steps: int) -> float:
+        began = time.perf_counter()
+        for _ in range(steps):
+            holder[0], sums = experiment.train_step(holder[0], batch, experiment.loss)
+        jax.block_until_ready(sums)
+        return (time.perf_counter() - began) / steps
+
+    block(1)  # compile
+    return block
+
+
+def binarized_vs_fp_case(name: str, compose, rounds: int = 3) -> dict:
+    """Train-step seconds of the binarized model over its FP twin's, the best of `rounds`
+    interleaved blocks each (interleaving shares the machine's drift between the two)."""
+    overrides, shape, batch_size, steps = BINARIZED_VS_FP[name]
+    binarized = _prepared_step(compose, (*overrides, "method=ste"), shape, batch_size)
+    full = _prepared_step(compose, (*overrides, "method=fp"), shape, batch_size)
+    times = {"binarized": [], "fp": []}
+    for _ in range(rounds):
+        times["binarized"].append(binarized(steps))
+        times["fp"].append(full(steps))
+    ratio = min(times["binarized"]) / min(times["fp"])
+    return {"case": name, "ratio": round(ratio, 3), "target_ratio_at_most": BINARIZED_VS_FP_TARGET,
+            "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size,
+            "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
+
+
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
     from bnnx.packed.bench import run_packed_cases
     from bnnx.bench_seeds import seed_cases
@@ -79,7 +122,8 @@ def run_benchmark(compose, out: str, only: str | None = None) -> dict:
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
-              "ratio_cases": seed_cases(compose, only),
+              "ratio_cases": [binarized_vs_fp_case(name, compose) for name in BINARIZED_VS_FP
+                              if only is None or only in name] + seed_cases(compose, only),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out, report)
     return report
