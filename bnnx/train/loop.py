@@ -139,6 +139,7 @@ class Trainer:
 
     def run_all(self) -> list[RunResult]:
         started = time.time()
+        self.versions = versions()  # the code that runs: a commit made during the run is not it
         try:
             states = [self.start(member) for member in self.members]
             if self.vectorise:
@@ -287,7 +288,7 @@ class Trainer:
             "method": config.method.name,
             "model": config.model.name,
             "dataset": config.dataset.name,
-            "versions": versions(),
+            "versions": self.versions,
         }
         if len(self.members) > 1:  # its times are the group's: K seeds trained in one program
             summary["vmapped_seeds"] = [m.config.seed for m in self.members]
