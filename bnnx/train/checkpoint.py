@@ -57,6 +57,11 @@ class Checkpoints:
     def exists(self) -> bool:
         return self.directory.is_dir() and any(p.name.isdigit() for p in self.directory.iterdir())
 
+    def wait(self) -> None:
+        """Until the checkpoint being written (if any) is on disk."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+
     def save(self, state, position: dict) -> None:
         ocp = self._ocp
         tree = jax.device_get(state_tree(state))

@@ -235,6 +235,7 @@ class Trainer:
             return
         row = {"epoch": epoch, "train_loss": train["loss"] / count, "train_accuracy": train["correct"] / count,
                **test, **scheduled_values(state.opt_state), **member.exp.recipe.metrics(state)}
+        member.checkpoints.wait()  # the last epoch's, written while this one trained: observers may look for it
         for observer in member.observers:
             row.update(observer.epoch_end(state, epoch))
         row["epoch_time_s"] = time.time() - began
