@@ -1,11 +1,21 @@
-"""The cluster path end to end: a sweep through Hydra's submitit launcher plugin, run by
-submitit's local executor (each job a process of its own, as on a Slurm node), with seeds
-vmapped per job; then the same command again finds every run done, and `bnnx report` reads
-the folder."""
+"""The cluster paths end to end, each on this machine: a sweep through Hydra's submitit launcher
+plugin, run by submitit's local executor (each job a process of its own, as on a Slurm node),
+and through the ray launcher plugin, against a Ray instance that the sweep starts itself; then
+the same command again finds every run done, and `bnnx report` reads the folder."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
 from pathlib import Path
+from typing import Iterator
+
+import pytest
 
 from bnnx.io import read_json
 from bnnx.resources import sweeps_dir
@@ -41,3 +51,73 @@ def test_a_sweep_runs_through_the_submitit_launcher(run_cli, tmp_path):
     for summary in run_resume_and_report(run_cli, args, out, "submitit_local"):
         assert summary["vmapped_seeds"] == [0, 1]
     assert any((out / ".submitit").iterdir())  # submitit's own job folders and logs
+
+
+# ---- Ray -----------------------------------------------------------------------------------
+
+# Ray's sockets are <temp dir>/session_<date>_<time>_<microseconds>_<pid>/sockets/plasma_store, and
+# a unix socket's path has at most 107 bytes: that leaves 44 for the temp dir, less than tmp_path.
+RAY_TEMP_DIR_MAX = 44
+
+
+@pytest.fixture
+def ray_temp_dir(tmp_path_factory, monkeypatch):
+    """A temp dir for a local Ray instance, in pytest's own when its path is short enough, and an
+    environment that keeps Ray offline and out of ~/.ray; what the instance leaves running is
+    ended when the test does."""
+    folder = tmp_path_factory.mktemp("ray")
+    if len(str(folder)) > RAY_TEMP_DIR_MAX:
+        folder = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    # with no token at hand, a new instance generates one and saves it to ~/.ray/auth_token
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # it would win over `address=local`: join a running cluster
+    yield folder
+    for pid in processes_using(folder):
+        os.kill(pid, signal.SIGKILL)
+    if not folder.is_relative_to(tmp_path_factory.getbasetemp()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def processes_using(folder: Path) -> list[int]:
+    """Processes naming `folder` on their command line or holding a file in it: every process of a
+    Ray instance whose temp dir it is (its workers only through their log files)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int(proc.name) != os.getpid() and uses(proc, str(folder)):
+                pids.append(int(proc.name))
+        except OSError:  # the process ended while we looked
+            continue
+    return pids
+
+
+def uses(proc: Path, folder: str) -> bool:
+    command_line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    return folder in command_line or any(path.startswith(folder + "/") for path in open_files(proc))
+
+
+def open_files(proc: Path) -> Iterator[str]:
+    for fd in (proc / "fd").iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            yield os.readlink(fd)
+
+
+def ray_processes_left(folder: Path, patience_s: float = 10.0) -> list[int]:
+    """The instance's processes still running `patience_s` after its driver ended (Ray's shutdown
+    ends its workers asynchronously)."""
+    deadline = time.monotonic() + patience_s
+    while (pids := processes_using(folder)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return pids
+
+
+def test_a_sweep_runs_through_the_ray_launcher(run_cli, tmp_path, ray_temp_dir):
+    out = tmp_path / "signs"
+    ray_init = {"address": "local", "num_cpus": 2, "include_dashboard": "false", "object_store_memory": 78643200,
+                "_temp_dir": ray_temp_dir}
+    args = smoke_sweep(out, "--launcher", "ray", *(f"--launcher-opt=ray.init.{k}={v}" for k, v in ray_init.items()))
+    for summary in run_resume_and_report(run_cli, args, out, "ray"):
+        assert "vmapped_seeds" not in summary  # one Ray task per seed
+    assert (ray_temp_dir / "session_latest" / "logs").is_dir()  # the instance kept its files where it was told
+    assert ray_processes_left(ray_temp_dir) == []
