@@ -198,11 +198,14 @@ def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
 
 
 def test_speed_rows_time_layers_whose_outputs_are_equal():
-    from bnnx.packed.bench import conv_case, dense_case
+    from bnnx.packed.bench import conv_case, dense_case, fold_case
 
     for row in (dense_case(batch=2, features=64, repeats=1), conv_case(batch=1, size=4, channels=32, repeats=1)):
         assert row["outputs_equal"] is True
         assert row["float32_ms"] > 0 and row["packed_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
+    row = fold_case("convnet", "digits", batch=2, repeats=1)  # the same engine and export, BN folded or not
+    assert row["outputs_equal"] is True and row["folded_layers"] == ["QuantConv_2"]
+    assert row["unfolded_ms"] > 0 and row["folded_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
 
 
 def test_layers_with_masks_off_run_as_the_training_model_runs_them(tmp_path):
