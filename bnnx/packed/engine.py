@@ -32,7 +32,7 @@ from bnnx.export import Exported, unpack
 from bnnx.layers import _Quantized
 from bnnx.packed.fold import SignThresholds, sign_thresholds
 from bnnx.packed.graph import Link, find_links, mark
-from bnnx.packed.layer import PackedLayer, geometry_of, inputs, scaled, sums, takes_bits
+from bnnx.packed.layer import PackedLayer, geometry_of, inputs, scaled, sums, sums_shape, takes_bits
 
 
 @flax.struct.dataclass
@@ -115,7 +115,10 @@ class _Engine:
                 x = mark(x, "consumer", call)
                 self.quantizers[call] = geometry.policy.input_quantizer
             x, bits = inputs(geometry, path, layer, x)
-        y = sums(geometry, layer, x, bits)
+        if self.marking:  # links depend on what the sums feed, not on how they are computed
+            y = jnp.zeros(sums_shape(geometry, layer, x), jnp.int32 if bits else jnp.float32)
+        else:
+            y = sums(geometry, layer, x, bits)
         if call in self.producers:
             self.sums[call] = y
         out = scaled(layer, y)

@@ -68,8 +68,8 @@ _contracted_table_bits = jax.jit(table_bits, static_argnames=("batch_norm", "ele
 def _channel_block(tree, start: int):
     """Channels start…start + CHANNELS of every per-channel array, the last repeated past the end."""
     def block(values):
-        values = jnp.asarray(values)[start:start + CHANNELS]
-        return jnp.pad(values, (0, CHANNELS - values.shape[0]), mode="edge")
+        values = np.asarray(values)[start:start + CHANNELS]
+        return jnp.asarray(np.pad(values, (0, CHANNELS - values.shape[0]), mode="edge"))
 
     return jax.tree.map(block, tree)
 
@@ -79,7 +79,7 @@ def _tables(layer: PackedLayer, batch_norm, variables, elementwise, quantizer):
     for every layer, so each path compiles once per BN and ops (op by op: once per op)."""
     k, n = layer.reduction, layer.kernel_shape[-1]
     ys = np.arange(-k, -k + ROWS * -(-(2 * k + 1) // ROWS), dtype=np.int32)
-    rows = [jnp.broadcast_to(jnp.asarray(ys[s:s + ROWS])[:, None], (ROWS, CHANNELS)) for s in range(0, len(ys), ROWS)]
+    rows = [jnp.asarray(np.broadcast_to(ys[s:s + ROWS, None], (ROWS, CHANNELS))) for s in range(0, len(ys), ROWS)]
     tables = ([], [])
     for start in range(0, n, CHANNELS):
         scale, bias = _channel_block((layer.scale, layer.bias), start)

@@ -87,6 +87,16 @@ def sums(geometry: Geometry, layer: PackedLayer, x: jax.Array, bits: bool) -> ja
     return y.reshape(*x.shape[:-1], -1)
 
 
+def sums_shape(geometry: Geometry, layer: PackedLayer, x: jax.Array) -> tuple:
+    """The shape `sums` gives, without tracing its kernels."""
+    if not geometry.conv:
+        return (*x.shape[:-1], layer.kernel_shape[-1])
+    pads = kernels.conv_pads(x.shape[1:3], geometry.kernel_size, geometry.strides, geometry.padding)
+    spatial = [(size + low + high - k) // stride + 1 for size, (low, high), k, stride
+               in zip(x.shape[1:3], pads, geometry.kernel_size, geometry.strides)]
+    return (x.shape[0], *spatial, layer.kernel_shape[-1])
+
+
 def scaled(layer: PackedLayer, y: jax.Array) -> jax.Array:
     """The layer's output from its sums: float32, times the scale, plus the bias."""
     y = y.astype(jnp.float32)
