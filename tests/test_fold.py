@@ -122,3 +122,20 @@ def test_fit_step_finds_each_direction_and_rejects_what_is_no_step():
     multiplier, threshold = fit_step(np.array(list(columns.values()), bool).T, k)
     assert multiplier.tolist() == [1, -1, 0, 0] and threshold.tolist() == [0, 0, -2, 3]
     assert fit_step(np.array([[0, 1, 0, 1, 1]], bool).T, k) is None
+
+
+def test_a_binarized_flax_model_folds_the_batch_norm_between_its_binary_layers(tmp_path):
+    """No bnnx layers and no flags: nn.Conv → nn.BatchNorm → jnp.clip → max-pool → reshape →
+    nn.Dense, read off the engine's program like a zoo model's."""
+    from bnnx.models import ModelConfig
+    from bnnx.packed.engine import load, packed_apply
+    from tests.test_packed import export_model
+
+    config = ModelConfig(name="external", target="tests.models_external:BatchNormNet")
+    model, variables, x = export_model(config, (8, 8, 1), tmp_path)
+    packed_model, packed, _ = load(tmp_path / "model.npz")
+    assert set(packed.layers) == {"Conv_1", "Dense_0"} and set(packed.folds) == {"Dense_0"}
+    assert (packed.folds["Dense_0"].producer, packed.folds["Dense_0"].batch_norm) == ("Conv_1", "BatchNorm_1")
+    expected = model.apply(variables, x, train=False)
+    got = jax.jit(lambda p, x: packed_apply(packed_model, p, x))(packed, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-4)
