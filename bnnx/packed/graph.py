@@ -11,9 +11,9 @@ jaxpr, the consumer's input is reached from a BN's output only through
 - max-pools (sign(max v) = max sign(v): an OR of the bits) and reshapes, replayed on the bits;
 
 and the BN's input is the producer's sums (as float32, scaled) directly or through max-pools over
-space only (replayed on the integer sums, valid when the scale does not change sign, see `fold`).
+space only (replayed on the integer sums, valid where no channel's scale is negative, see `fold`).
 Anything else on the way (a residual add, a PReLU with a learned slope, a concatenation, an
-average-pool) leaves that consumer on the float path; the BN's other consumers always are.
+average-pool) leaves that consumer on the float path; the BN's other consumers always stay on it.
 Calls (jit, custom_jvp/vjp, remat) are inlined; control flow stays opaque.
 """
 
