@@ -10,6 +10,8 @@ every entry. XLA contracts a multiply and an add into one FMA in some fusions an
 (on this CPU: in an elementwise fusion, not in one with a max-pool), so the float path's own
 bit near 0 depends on the program around it: the table is evaluated twice, jitted (contracted)
 and op by op (every op rounded), and a layer where the two disagree anywhere keeps the float path.
+A scaled layer has two multiply-adds (y·scale − mean, and BN's own); a program contracting one
+and not the other is not evaluated.
 """
 
 from __future__ import annotations
