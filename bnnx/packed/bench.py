@@ -8,7 +8,6 @@ alike; the figure is the ratio of medians.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import tempfile
 import time
