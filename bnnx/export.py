@@ -7,6 +7,11 @@ as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) co
 mean|w|) is stored beside it as float32. A kernel whose precision mask is not all 1 (RPR's
 relaxed weights) is stored as its effective float32 value where(mask, q(w)·scale, w).
 Everything else (real kernels, BN, biases, the quant collection) is float32.
+A BatchNorm the packed engine folds (`bnnx.packed.fold`) is stored beside them as `fold/<consumer
+layer>` (derived, int32): per output channel c of its `producer` layer, the consumer's input bit is
+multiplier[c]·y ≥ threshold[c] on the producer's integer sums y (after the max-pools between them):
+what an embedded consumer of the words runs instead of the float BN. The engine itself finds them
+again at load, on the device that runs it (see `bnnx.packed.engine.load`).
 
 `unpack` reads the file; `Exported.variables()` gives flax variables for the run's model with the
 stored kernels decoded to float in place and every kernel mask at 0, so the float forward pass
@@ -33,8 +38,11 @@ from bnnx.layers import QuantPolicy, binary_layer_paths, flat, set_quant, unflat
 from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.quantizers import mean_abs_scale
 
-FORMAT = "bnnx-export/2"
+FORMAT = "bnnx-export/3"
+READABLE_FORMATS = ("bnnx-export/2", FORMAT)  # 3 added the int32 blob and the fold thresholds
 PACKED_ENCODINGS = ("sign_words", "ternary_words")
+FOLD_ENCODING = "sign_thresholds"
+BLOBS = {"words": np.uint32, "ints": np.int32, "floats": np.float32}
 MANIFEST_KEY = "manifest"
 
 
@@ -90,32 +98,52 @@ def tensor_entries(variables: dict, policy) -> list[dict]:
 
 # ---- the file --------------------------------------------------------------------------
 
-def write_export(path: Path | str, entries: list[dict], info: dict) -> dict:
-    """Write `entries` and a manifest (with `info`) atomically to one .npz; returns the manifest.
+def fold_entries(folds: dict) -> list[dict]:
+    """Entries for the engine's folded BatchNorms ({consumer path: SignThresholds})."""
+    return [{"name": f"fold/{consumer}", "encoding": FOLD_ENCODING, "derived": True, "producer": fold.producer,
+             "batch_norm": fold.batch_norm, "shape": [int(np.size(fold.threshold))],
+             "arrays": {"multiplier": np.asarray(fold.multiplier, np.int32),
+                        "threshold": np.asarray(fold.threshold, np.int32)}}
+            for consumer, fold in folds.items()]
 
-    All uint32 words go into one array and all float32 values into another, each tensor's
-    planes recorded as [array, offset, count]: two zip entries instead of one per tensor keep
-    the file at its data's size plus a small header."""
-    blobs: dict[str, list[np.ndarray]] = {"words": [], "floats": []}
-    sizes = {"words": 0, "floats": 0}
+
+def _blob(array: np.ndarray) -> str:
+    return {np.dtype(np.uint32): "words", np.dtype(np.int32): "ints"}.get(array.dtype, "floats")
+
+
+def export_bytes(entries: list[dict], info: dict) -> tuple[bytes, dict]:
+    """The .npz of `entries` and a manifest (with `info`), and the manifest.
+
+    All uint32 words go into one array, int32 values into another and float32 values into a
+    third, each tensor's planes recorded as [array, offset, count, shape]: one zip entry per kind
+    instead of one per tensor keeps the file at its data's size plus a small header."""
+    blobs: dict[str, list[np.ndarray]] = {name: [] for name in BLOBS}
+    sizes = dict.fromkeys(BLOBS, 0)
     tensors = []
     for entry in entries:
         where = {}
         for plane, array in entry["arrays"].items():
-            blob = "words" if array.dtype == np.uint32 else "floats"
+            blob = _blob(array)
             where[plane] = [blob, sizes[blob], int(array.size), list(array.shape)]
-            blobs[blob].append(array.ravel().astype(np.uint32 if blob == "words" else np.float32))
+            blobs[blob].append(array.ravel().astype(BLOBS[blob]))
             sizes[blob] += int(array.size)
         shape = entry.get("shape", list(np.shape(entry["arrays"].get("value", ()))))
         tensors.append({**{k: v for k, v in entry.items() if k != "arrays"}, "shape": shape, "arrays": where})
-    arrays = {name: np.concatenate(parts) if parts else np.zeros(0, np.uint32 if name == "words" else np.float32)
-              for name, parts in blobs.items()}
+    arrays = {name: np.concatenate(parts) if parts else np.zeros(0, BLOBS[name]) for name, parts in blobs.items()
+              if parts or name != "ints"}  # an export without folds has no int32 entry (nor its zip header)
     floats = sum(4 * math.prod(t["shape"]) for t in tensors if not t.get("derived"))
     stored = sum(a.nbytes for a in arrays.values())
     manifest = {"format": FORMAT, **info, "bytes": {"stored": stored, "float32": floats}, "tensors": tensors}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
-    write_bytes(path, buffer.getvalue())
+    return buffer.getvalue(), manifest
+
+
+def write_export(path: Path | str, entries: list[dict], info: dict) -> dict:
+    """Write `entries` and a manifest (with `info`) atomically to one .npz (`export_bytes`);
+    returns the manifest."""
+    data, manifest = export_bytes(entries, info)
+    write_bytes(path, data)
     return manifest
 
 
@@ -126,11 +154,13 @@ def _plane(arrays: dict, where: list) -> np.ndarray:
 
 @dataclasses.dataclass
 class Exported:
-    """A read export: float `tensors` by name, the packed kernels' word `planes` by name."""
+    """A read export: float `tensors` by name, the packed kernels' word `planes` by name, the
+    folded BatchNorms' `thresholds` (multiplier, threshold) by consumer layer."""
 
     tensors: dict[str, np.ndarray]
     planes: dict[str, dict[str, np.ndarray]]
     manifest: dict
+    thresholds: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def model(self):
         from bnnx.config import model_from_dict
@@ -164,19 +194,21 @@ class Exported:
         return variables
 
 
-def unpack(path: Path | str) -> Exported:
-    """Read an export written by `write_export`."""
+def unpack(path) -> Exported:
+    """Read an export written by `write_export` (a path, or a binary file object)."""
     try:
         with np.load(path) as data:
             manifest = json.loads(data[MANIFEST_KEY].tobytes().decode())
             arrays = {key: data[key] for key in data.files if key != MANIFEST_KEY}
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in READABLE_FORMATS:
             raise CheckpointError(f"{path} has format {manifest.get('format')!r}; expected {FORMAT}")
-        tensors, planes = {}, {}
+        tensors, planes, thresholds = {}, {}, {}
         for tensor in manifest["tensors"]:
             found = {plane: _plane(arrays, where) for plane, where in tensor["arrays"].items()}
             if tensor["encoding"] in PACKED_ENCODINGS:
                 planes[tensor["name"]] = found
+            elif tensor["encoding"] == FOLD_ENCODING:
+                thresholds[tensor["name"].removeprefix("fold/")] = found
             else:
                 tensors[tensor["name"]] = found["value"]
     except CheckpointError:
@@ -184,7 +216,7 @@ def unpack(path: Path | str) -> Exported:
     except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise CheckpointError(f"{path} is not a bnnx export: {reason}") from None
-    return Exported(tensors, planes, manifest)
+    return Exported(tensors, planes, manifest, thresholds)
 
 
 # ---- a run ---------------------------------------------------------------------------
@@ -198,6 +230,7 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     from bnnx.layers import record_layers
     from bnnx.train.experiment import example_input
     from bnnx.io import check_writable
+    from bnnx.packed.engine import load
     from bnnx.train.restore import restore_trained
 
     run_dir = Path(run_dir)
@@ -211,4 +244,8 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
             "dataset": config.dataset.name, "num_classes": dataset.num_classes,
             "input_shape": list(dataset.input_shape), "step": run.step,
             "binary_inputs": [r.name for r in layers if r.binary_inputs], "config": config_to_dict(config)}
-    return path, write_export(path, tensor_entries(variables, getattr(model, "policy_of", model.policy)), info)
+    entries = tensor_entries(variables, getattr(model, "policy_of", model.policy))
+    folds = load(io.BytesIO(export_bytes(entries, info)[0]))[1].folds  # what the engine folds in this export
+    data, manifest = export_bytes(entries + fold_entries(folds), info)
+    write_bytes(path, data)
+    return path, manifest

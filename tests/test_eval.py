@@ -8,6 +8,7 @@ import pytest
 
 from bnnx.evaluate import evaluate_checkpoint, evaluate_export
 from bnnx.export import PACKED_ENCODINGS, export_run, unpack
+from bnnx.packed.engine import load
 
 METHODS = {  # tiny digits runs; RPR needs FF = 1 at the end (5 epochs) for its kernels to pack
     "ste": ("method=ste", "epochs=2"),
@@ -36,6 +37,10 @@ def test_packed_export_scores_the_runs_own_accuracy(method, compose, digits, tmp
     path, manifest = export_run(config, result.run_dir)
     packed = [t["name"] for t in manifest["tensors"] if t["encoding"] in PACKED_ENCODINGS]
     assert packed == ["params/QuantDense_1/kernel", "params/QuantDense_2/kernel"]  # the hidden layers
+    # QuantDense_1's sums → BN → hardtanh → QuantDense_2's input bits, on integer thresholds (W1A1)
+    w1a1 = {"QuantDense_1", "QuantDense_2"} <= set(manifest["binary_inputs"])
+    assert sorted(load(path)[1].folds) == (["QuantDense_2"] if w1a1 else [])
+    assert w1a1 == (method in ("ste", "bop", "bnew", "bmd"))
 
     figures = evaluate_export(path, config, dataset=digits)
     assert figures["test_accuracy"] == result.summary["test_accuracy"]

@@ -15,6 +15,7 @@ from bnnx.export import tensor_entries, unpack, write_export
 from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.layers import flat, set_quant, unflat
 from bnnx.models import ModelConfig, build_model
+from bnnx.packed.engine import load
 
 
 def test_sign_words_hold_bit_k_of_the_reduction_axis_in_word_k_div_32():
@@ -124,6 +125,33 @@ def test_exported_run_scores_the_runs_final_test_accuracy(compose, digits, run_c
     accuracy = float(np.mean(np.argmax(np.asarray(logits), -1) == digits.test_labels))
     assert accuracy == result.summary["test_accuracy"]
     assert accuracy > 0.3  # it learned something (chance is 0.1), so the match is not by luck
+
+    # the BN between the two binary convs, as int32 thresholds on QuantConv_1's sums: the engine's own
+    folds = load(out)[1].folds
+    assert list(exported.thresholds) == list(folds) == ["QuantConv_2"]
+    fold = next(t for t in exported.manifest["tensors"] if t["name"] == "fold/QuantConv_2")
+    assert (fold["producer"], fold["batch_norm"], fold["shape"]) == ("QuantConv_1", "BatchNorm_1", [8])
+    for name in ("multiplier", "threshold"):
+        assert exported.thresholds["QuantConv_2"][name].dtype == np.int32
+        np.testing.assert_array_equal(exported.thresholds["QuantConv_2"][name], getattr(folds["QuantConv_2"], name))
+
+
+def test_an_export_of_the_previous_format_still_reads(tmp_path):
+    import io
+    import json
+
+    from bnnx.export import MANIFEST_KEY, export_bytes
+
+    model, x, variables = mlp_variables(ModelConfig(name="mlp", options={"hidden": (8, 8)}))
+    with np.load(io.BytesIO(export_bytes(tensor_entries(variables, model.policy), {})[0])) as data:
+        arrays = {key: data[key] for key in data.files}
+    manifest = json.loads(arrays.pop(MANIFEST_KEY).tobytes())
+    assert "ints" not in arrays  # no folds, no int32 entry: the layout of bnnx-export/2
+    manifest["format"] = "bnnx-export/2"
+    np.savez(tmp_path / "old.npz", **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
+    exported = unpack(tmp_path / "old.npz")
+    assert not exported.thresholds
+    np.testing.assert_array_equal(np.asarray(model.apply(exported.variables(), x)), np.asarray(model.apply(variables, x)))
 
 
 def test_export_of_a_folder_without_a_run_is_one_line(run_cli, tmp_path):

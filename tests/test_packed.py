@@ -4,6 +4,7 @@ training model's eval forward pass."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -94,6 +95,17 @@ VARIANTS = {  # quantization settings, each on the cheap families
 }
 CASES = [(family, "w1a1") for family in FAMILIES] + [
     (family, variant) for family in ("mlp", "convnet") for variant in VARIANTS if variant != "w1a1"]
+FOLDED = {  # the layers whose input bits come from a BN folded into integer thresholds
+    "mlp": r"^QuantDense_2$",  # dense → BN → hardtanh → dense; QuantDense_1 takes the real first layer's
+    "convnet": r"^QuantConv_2$",  # through hardtanh and a max-pool
+    "binarynet": r"^(QuantConv_[2-5]|QuantDense_[01])$",  # max-pools before the BN too
+    "resnet20": r"/QuantConv_1$",  # the block's second conv; the first takes the residual sum
+    "resnet18": r"/QuantConv_1$",
+    "resnet50": r"/QuantConv_[12]$",
+    "googlenet": r"^(conv3|inception3a)/|/ConvBN_[13]/",  # not the convs that take a concatenation
+    "birealnet18": None,  # every binary conv takes a residual sum
+    "reactnet_a": None,  # ... through a learned shift
+}
 
 
 def export_model(config: ModelConfig, shape, tmp_path, seed=0):
@@ -102,7 +114,7 @@ def export_model(config: ModelConfig, shape, tmp_path, seed=0):
     variables = random_variables(model, x, seed)
     fields = dataclasses.asdict(config)
     info = {"model": {**{k: v for k, v in fields.items() if k != "options"}, **fields["options"]},
-            "num_classes": 10}
+            "num_classes": 10, "input_shape": list(shape)}
     write_export(tmp_path / "model.npz", tensor_entries(variables, model.policy), info)
     return model, variables, x
 
@@ -116,11 +128,60 @@ def test_packed_logits_equal_the_training_models_eval_logits(family, variant, tm
 
     packed_model, packed, manifest = load(tmp_path / "model.npz")
     assert packed.layers, "no layer was packed"
+    pattern = FOLDED[family] if config.binary_activations else None
+    assert set(packed.folds) == {layer for layer in packed.layers if pattern and re.search(pattern, layer)}
     assert not any(path[-1] == "kernel" and "/".join(path[:-1]) in packed.layers
                    for path in flat(packed.variables["params"]))  # packed kernels never become floats
     got = np.asarray(jax.jit(lambda p, x: packed_apply(packed_model, p, x))(packed, x))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(expected, -1))
+
+
+def compiled_batch_norms(model, packed, x) -> set[str]:
+    """The BatchNorms whose rsqrt is still in the optimized program."""
+    text = jax.jit(lambda p, x: packed_apply(model, p, x)).lower(packed, x).compile().as_text()
+    return set(re.findall(r'rsqrt\(.*op_name="[^/"]*/[^/"]*/([^"]*BatchNorm_\d+)/rsqrt"', text))  # jit(f)/Model/path
+
+
+def test_a_folded_batch_norm_leaves_the_compiled_program(tmp_path):
+    shape, options = FAMILIES["binarynet"]
+    _, _, x = export_model(ModelConfig(name="binarynet", options=options), shape, tmp_path)
+    model, folded, _ = load(tmp_path / "model.npz")
+    unfolded = load(tmp_path / "model.npz", fold=False)[1]
+    dropped = {fold.batch_norm for fold in folded.folds.values()}
+    assert len(dropped) == 6
+    assert dropped <= compiled_batch_norms(model, unfolded, x)
+    assert not dropped & compiled_batch_norms(model, folded, x)
+
+
+def test_folding_is_refused_where_the_sign_cannot_be_traced_to_a_batch_norm(tmp_path):
+    """PReLU's slope is a learned parameter, so the bit is not proven to be the BN's; a BN whose
+    bit depends on FMA contraction is refused with its reason; both still equal the float model."""
+    from bnnx.layers import unflat
+    from bnnx.packed.engine import fold_thresholds
+    from tests.test_fold import fma_dependent_channel
+
+    shape, options = FAMILIES["mlp"]
+    model, variables, x = export_model(ModelConfig(name="mlp", options={**options, "activation": "prelu"}),
+                                       shape, tmp_path)
+    packed_model, packed, _ = load(tmp_path / "model.npz")
+    assert not packed.folds
+    expected = model.apply(variables, x, train=False)
+    got = jax.jit(lambda p, x: packed_apply(packed_model, p, x))(packed, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-5, atol=1e-4)
+
+    model, variables, x = export_model(ModelConfig(name="mlp", options=options), shape, tmp_path)
+    scale, gamma, beta, mean, var = fma_dependent_channel()
+    params, stats = dict(flat(variables["params"])), dict(flat(variables["batch_stats"]))
+    for tree, name, value in ((params, "scale", gamma), (params, "bias", beta), (stats, "mean", mean), (stats, "var", var)):
+        tree[("BatchNorm_1", name)] = tree[("BatchNorm_1", name)].at[0].set(value)
+    variables = {**variables, "params": unflat(params), "batch_stats": unflat(stats)}
+    fields = dataclasses.asdict(ModelConfig(name="mlp", options=options))
+    write_export(tmp_path / "model.npz", tensor_entries(variables, model.policy),
+                 {"model": {"name": "mlp", **fields["options"]}, "num_classes": 10})
+    packed_model, packed, _ = load(tmp_path / "model.npz")
+    folds, refused = fold_thresholds(packed_model, packed, shape)
+    assert not folds and "FMA" in refused["QuantDense_2"]
 
 
 # ---- the bench's packed cases (their figures go to bench.json; here only their accounting) ----
@@ -137,11 +198,14 @@ def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
 
 
 def test_speed_rows_time_layers_whose_outputs_are_equal():
-    from bnnx.packed.bench import conv_case, dense_case
+    from bnnx.packed.bench import conv_case, dense_case, fold_case
 
     for row in (dense_case(batch=2, features=64, repeats=1), conv_case(batch=1, size=4, channels=32, repeats=1)):
         assert row["outputs_equal"] is True
         assert row["float32_ms"] > 0 and row["packed_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
+    row = fold_case("convnet", "digits", batch=2, repeats=1)  # the same engine and export, BN folded or not
+    assert row["outputs_equal"] is True and row["folded_layers"] == ["QuantConv_2"]
+    assert row["unfolded_ms"] > 0 and row["folded_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
 
 
 def test_layers_with_masks_off_run_as_the_training_model_runs_them(tmp_path):

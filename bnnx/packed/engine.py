@@ -6,14 +6,20 @@ shortcuts, float-stored relaxed kernels) runs in float exactly as in training's 
 A layer's inputs go through the layer's own input quantizer: a two-level one gives sign bits
 for XNOR-popcount; any other (none, or a layer whose input mask is off) gives real inputs for
 the sign-select sum. Scales (mean|w| or learned) multiply the integer result per output channel.
-A BN before the next layer's sign stays in float: folding it into a threshold on the integer
-sum would round differently from training's float BN near 0 and could flip a sign.
+
+BatchNorm folding: where the engine's own program proves (`graph`) that a packed layer's input
+bits are the sign of a BN of the previous packed layer's sums (through exact elementwise ops such
+as hardtanh and through max-pools), they are computed from its integer sums y as
+multiplier·y ≥ threshold per channel (`fold`), thresholds found at load by evaluating the float32
+path itself on every |y| ≤ K; the float BN then still runs only for its other consumers (residual
+adds), and XLA drops it where there are none. Links are traced again for each input shape, and a
+link is folded only where its thresholds were found for the same producer, BN and ops.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from pathlib import Path
 
 import flax.linen as nn
 import flax.struct
@@ -21,26 +27,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnx.errors import ConfigError
-from bnnx.export import Exported, unpack
 from bnnx.binarizer import layer_kind
-from bnnx.layers import QuantConv, QuantDense, _Quantized
-from bnnx.packed import kernels
-
-
-@flax.struct.dataclass
-class PackedLayer:
-    planes: dict  # "sign" (and "nonzero") uint32 words (N, W)
-    scale: jax.Array | None  # per output channel, or None
-    bias: jax.Array | None
-    kernel_shape: tuple = flax.struct.field(pytree_node=False)
-    binary_inputs: bool = flax.struct.field(pytree_node=False)  # the input mask is on
+from bnnx.export import Exported, unpack
+from bnnx.layers import _Quantized
+from bnnx.packed.fold import SignThresholds, sign_thresholds
+from bnnx.packed.graph import Link, find_links, mark
+from bnnx.packed.layer import PackedLayer, geometry_of, inputs, scaled, sums, sums_shape, takes_bits
 
 
 @flax.struct.dataclass
 class PackedModel:
     variables: dict  # real params, batch stats, quant, without the packed kernels
     layers: dict  # layer path ('/'-joined) → PackedLayer
+    folds: dict = flax.struct.field(default_factory=dict)  # consumer layer path → SignThresholds
 
 
 def _layer_tensor(exported: Exported, layer: str, name: str):
@@ -65,84 +64,140 @@ def packed_model(exported: Exported) -> PackedModel:
     return PackedModel(exported.variables(packed=False), layers)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Geometry:
-    """What a packed layer needs of its module: bnnx's QuantDense/QuantConv or a plain flax
-    nn.Dense/nn.Conv that `bnnx.binarize` quantizes (its policy then comes from the model)."""
-
-    policy: object
-    role: str
-    conv: bool
-    kernel_size: tuple = ()
-    strides: tuple = ()
-    padding: object = "SAME"
+def _evaluates_batch_norm(module, args, kwargs) -> bool:
+    """A flax BatchNorm normalizing the last axis with its running statistics."""
+    if type(module) is not nn.BatchNorm or not args or kwargs.get("mask") is not None:
+        return False
+    running = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+    running = module.use_running_average if running is None else running
+    return running is True and module.axis in (-1, jnp.ndim(args[0]) - 1)
 
 
-def _geometry(module, policy, role: str) -> _Geometry:
-    path = "/".join(module.scope.path)
-    if not isinstance(module, (QuantConv, nn.Conv)):
-        if not isinstance(module, (QuantDense, nn.Dense)):
-            raise ConfigError(f"packed engine: {type(module).__name__} {path} is not supported (Dense and Conv are)")
-        return _Geometry(policy, role, False)
-    strides = module.strides if module.strides is not None else 1
-    strides = (strides,) * len(module.kernel_size) if isinstance(strides, int) else tuple(strides)
-    dilated = any(d != 1 for d in np.atleast_1d(getattr(module, "kernel_dilation", None) or 1))
-    if module.feature_group_count != 1 or dilated or len(module.kernel_size) != 2:
-        raise ConfigError(f"packed engine: conv {path} is grouped, dilated or not 2-D; only plain 2-D convs are supported")
-    return _Geometry(policy, role, True, tuple(module.kernel_size), strides, module.padding)
+class _Engine:
+    """The interceptor: packed layers on bits; with `links`, folded input bits from the producers'
+    integer sums; with `marking`, the tags `graph.find_links` reads (and what the thresholds need)."""
+
+    def __init__(self, model, packed: PackedModel, links: tuple[Link, ...] = (), marking: bool = False):
+        self.model, self.packed, self.marking = model, packed, marking
+        self.links = {link.consumer: link for link in links}
+        self.producers = {link.producer for link in links}
+        self.calls, self.sums = collections.Counter(), {}
+        self.batch_norms, self.quantizers = {}, {}  # seen while marking
+
+    def _call(self, path: str):
+        self.calls[path] += 1
+        return path, self.calls[path] - 1
+
+    def _geometry(self, module, path: str):
+        if isinstance(module, _Quantized):
+            return geometry_of(module, module.policy, module.role)
+        # a binarized flax layer: its export recorded whether its inputs are binary; its quantizers are the rule's
+        policy = dataclasses.replace(self.model.policy_of(tuple(path.split("/"))), real_roles=(), real_paths=())
+        return geometry_of(module, policy, "hidden")
+
+    def __call__(self, next_fun, args, kwargs, context):
+        module = context.module
+        path = "/".join(module.scope.path) if context.method_name == "__call__" else None
+        if self.marking and path is not None and _evaluates_batch_norm(module, args, kwargs):
+            call = self._call(path)
+            self.batch_norms[path] = module.clone(parent=None, name=None)  # unnamed: equal BNs share a compile
+            return mark(next_fun(mark(args[0], "bn_in", call), *args[1:], **kwargs), "bn_out", call)
+        layer = self.packed.layers.get(path)
+        if layer is None or not (isinstance(module, _Quantized) or layer_kind(module)):
+            return next_fun(*args, **kwargs)
+        geometry, call = self._geometry(module, path), self._call(path)
+        bits = takes_bits(geometry, path, layer)
+        if call in self.links:
+            x = self._folded_bits(self.links[call], args[0].shape)
+        else:
+            x = args[0]
+            if self.marking and bits:
+                x = mark(x, "consumer", call)
+                self.quantizers[call] = geometry.policy.input_quantizer
+            x, bits = inputs(geometry, path, layer, x)
+        if self.marking:  # links depend on what the sums feed, not on how they are computed
+            y = jnp.zeros(sums_shape(geometry, layer, x), jnp.int32 if bits else jnp.float32)
+        else:
+            y = sums(geometry, layer, x, bits)
+        if call in self.producers:
+            self.sums[call] = y
+        out = scaled(layer, y)
+        return mark(out, "producer", call) if self.marking and bits else out
+
+    def _folded_bits(self, link: Link, shape) -> jax.Array:
+        y = self.sums[link.producer]
+        for pool in link.pools:
+            y = pool(y)
+        bits = self.packed.folds[link.consumer[0]].bits(y)
+        for op in link.on_bits:
+            bits = op(bits)
+        if bits.shape != tuple(shape):
+            raise AssertionError(f"folded bits of {link.consumer[0]} have shape {bits.shape}, its input {shape}")
+        return bits
 
 
-def _inputs(geometry: _Geometry, path: str, layer: PackedLayer, x: jax.Array):
-    """(x or its sign bits, whether they are bits) as the layer's input quantizer would see them."""
-    policy = geometry.policy
-    if not (layer.binary_inputs and policy.quantizes_inputs(geometry.role, path)):
-        return x, False
-    quantized = policy.input_quantizer(x, train=False)
-    if policy.input_quantizer.levels == 2:
-        return quantized > 0, True
-    return quantized, False
+def _forward(engine: _Engine, x: jax.Array) -> jax.Array:
+    with nn.intercept_methods(engine):
+        return engine.model.apply(engine.packed.variables, x, train=False)
 
 
-def layer_forward(geometry: _Geometry, path: str, layer: PackedLayer, x: jax.Array) -> jax.Array:
-    """The packed twin of the layer's forward pass in eval mode."""
-    x, bits = _inputs(geometry, path, layer, x)
-    if geometry.conv:
-        pads = kernels.conv_pads(x.shape[1:3], geometry.kernel_size, geometry.strides, geometry.padding)
-        conv = kernels.xnor_conv if bits else kernels.select_conv
-        y = conv(x, layer.planes, layer.kernel_shape, geometry.strides, pads)
-    else:
-        flat = x.reshape(-1, x.shape[-1])
-        y = (kernels.xnor_dense(flat, layer.planes, layer.kernel_shape[0]) if bits
-             else kernels.select_dense(flat, layer.planes))
-        y = y.reshape(*x.shape[:-1], -1)
-    y = y.astype(jnp.float32)
-    if layer.scale is not None:
-        y = y * layer.scale
-    return y if layer.bias is None else y + layer.bias
+def trace_links(model: nn.Module, packed: PackedModel, x) -> tuple[list[Link], _Engine]:
+    """The links of the engine's program on inputs shaped like `x`, and the marking engine (its
+    BatchNorm modules and the consumers' quantizers)."""
+    engines = []
+
+    def marked(packed, x):
+        engines.append(_Engine(model, packed, marking=True))
+        return _forward(engines[-1], x)
+
+    abstract = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))  # noqa: E731
+    closed = jax.make_jaxpr(marked)(jax.tree.map(abstract, packed), abstract(x))
+    return find_links(closed), engines[0]
+
+
+def _foldable(link: Link, folds: dict) -> bool:
+    fold = folds.get(link.consumer[0])
+    return (fold is not None and (fold.producer, fold.batch_norm) == (link.producer[0], link.batch_norm[0])
+            and fold.elementwise == link.elementwise and (fold.nondecreasing or not link.pools))
 
 
 def packed_apply(model: nn.Module, packed: PackedModel, x: jax.Array) -> jax.Array:
     """Logits of `model` on `x` with its packed layers computed on bits (jit this). The layers are
     bnnx's QuantDense/QuantConv, or a `bnnx.binarize`d model's nn.Dense/nn.Conv."""
-
-    def interceptor(next_fun, args, kwargs, context):
-        module = context.module
-        path = "/".join(module.scope.path) if context.method_name == "__call__" else None
-        layer = packed.layers.get(path)
-        if layer is None or not (isinstance(module, _Quantized) or layer_kind(module)):
-            return next_fun(*args, **kwargs)
-        if isinstance(module, _Quantized):
-            geometry = _geometry(module, module.policy, module.role)
-        else:  # its export recorded whether its inputs are binary; its quantizers are the model's rule's
-            policy = dataclasses.replace(model.policy_of(tuple(path.split("/"))), real_roles=(), real_paths=())
-            geometry = _geometry(module, policy, "hidden")
-        return layer_forward(geometry, path, layer, args[0])
-
-    with nn.intercept_methods(interceptor):
-        return model.apply(packed.variables, x, train=False)
+    links = tuple(link for link in trace_links(model, packed, x)[0] if _foldable(link, packed.folds)) \
+        if packed.folds else ()
+    return _forward(_Engine(model, packed, links), x)
 
 
-def load(path: Path | str):
-    """(model, PackedModel, manifest) of an export file."""
+def _subtree(tree: dict, path: str):
+    for key in path.split("/"):
+        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
+    return tree
+
+
+def fold_thresholds(model: nn.Module, packed: PackedModel, input_shape) -> tuple[dict, dict]:
+    """({consumer path: SignThresholds}, {consumer path: why it keeps the float path}) for the
+    links of the model on one input of `input_shape` (without the batch axis)."""
+    links, engine = trace_links(model, packed, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    folds, refused = {}, {}
+    for link in links:
+        consumer, producer, batch_norm = link.consumer[0], link.producer[0], link.batch_norm[0]
+        if consumer in folds or consumer in refused:
+            continue
+        variables = {c: _subtree(packed.variables.get(c, {}), batch_norm) for c in ("params", "batch_stats")}
+        found = sign_thresholds(packed.layers[producer], producer, batch_norm, engine.batch_norms[batch_norm],
+                                variables, link.elementwise, engine.quantizers[link.consumer], bool(link.pools))
+        (folds if isinstance(found, SignThresholds) else refused)[consumer] = found
+    return folds, refused
+
+
+def load(path, fold: bool = True):
+    """(model, PackedModel, manifest) of an export (a path or a binary file object). `fold`: with
+    the BN folds of its manifest's input shape (an export without one runs every BN in float).
+    They are found again here, not read from the export's `fold/` entries: exactness is relative
+    to the float path on the device that runs, and exports without them fold too."""
     exported = unpack(path)
-    return exported.model(), packed_model(exported), exported.manifest
+    model, packed = exported.model(), packed_model(exported)
+    if fold and exported.manifest.get("input_shape"):
+        packed = packed.replace(folds=fold_thresholds(model, packed, exported.manifest["input_shape"])[0])
+    return model, packed, exported.manifest
