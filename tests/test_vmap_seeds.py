@@ -97,28 +97,31 @@ def test_the_first_vmapped_step_equals_each_seeds_own_step(name, compose, digits
         assert float(sums["correct"][i]) == float(own["correct"])
 
 
-@pytest.mark.parametrize("name", ["bop", "ppt", "rpr", "ste"])
+@pytest.mark.parametrize("name", ["bnew", "bop", "ilb-random", "ppt", "rpr", "ste"])
 def test_stacking_on_the_host_trains_exactly_as_the_compiled_stacking(name, compose, digits, tmp_path, monkeypatch):
-    """On the CPU the seeds' states are stacked by NumPy (no compile); every number equals the
-    compiled program's (methods whose epoch hooks change the state's arrays among them)."""
+    """On the CPU NumPy stacks the seeds' states and slices them into host rows (no compile); every
+    number equals the compiled programs': rows, metrics of the epoch hooks that change arrays, sign
+    tracking, the summary's parameter counts and the checkpoints."""
     from bnnx.train import seeds
     from bnnx.train.checkpoint import Checkpoints
 
     def trained(folder):
-        results = train_seeds(seed_configs(compose, tmp_path / folder, METHODS[name]), dataset=digits)
+        configs = seed_configs(compose, tmp_path / folder, (*METHODS[name], "analysis.signs=true"))
         return [([{k: v for k, v in row.items() if not k.endswith("time_s")} for row in r.metrics],
-                 Checkpoints(r.run_dir).restore_tree()[0]) for r in results]
+                 r.summary["parameters"], (r.run_dir / "signs.json").read_text(),
+                 Checkpoints(r.run_dir).restore_tree()[0]) for r in train_seeds(configs, dataset=digits)]
 
     def not_compiled(*args):
         raise AssertionError("a compiled stacking program ran on the CPU")
 
     with monkeypatch.context() as patch:
         patch.setattr(seeds, "_stack_compiled", not_compiled)
+        patch.setattr(seeds, "_unstack_compiled", not_compiled)
         on_host = trained("host")
     monkeypatch.setattr(seeds, "_copies_exactly_on_host", lambda leaves: False)
     compiled = trained("compiled")
-    for (rows, tree), (rows_compiled, tree_compiled) in zip(on_host, compiled):
-        assert rows == rows_compiled
+    for (*records, tree), (*records_compiled, tree_compiled) in zip(on_host, compiled):
+        assert records == records_compiled
         assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(tree_compiled)))
 
 
