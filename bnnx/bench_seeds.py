@@ -11,10 +11,9 @@
 
 from __future__ import annotations
 
-import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 from pathlib import Path

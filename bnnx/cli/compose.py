@@ -46,25 +46,29 @@ def _check_group_choices(overrides: list[str]) -> None:
 def compose_dict(overrides: list[str], composed: dict | None = None) -> dict:
     """The resolved config as a plain dict, or a one-line ConfigError. With a `composed` cache
     (see `sweep_composer`), Hydra composes each set of overrides but the per-run ones once."""
-    import copy
-
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_choices(overrides)
-    shared, per_run = _split_per_run(overrides) if composed is not None else (list(overrides), [])
+    shared, per_run = (list(overrides), []) if composed is None else _split_per_run(overrides)
     try:
-        if composed is None:
-            cfg = _hydra_compose(shared)
-        else:
-            if tuple(shared) not in composed:
-                composed[tuple(shared)] = _hydra_compose(shared)
-            cfg = copy.deepcopy(composed[tuple(shared)])
-            _set_values(cfg, per_run)
+        cfg = _composition(shared, composed)
+        _set_values(cfg, per_run)
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_one_line(str(error), overrides)) from None
+
+
+def _composition(overrides: list[str], composed: dict | None):
+    """Hydra's composition of `overrides`, or a copy of the one cached in `composed`."""
+    import copy
+
+    if composed is None:
+        return _hydra_compose(overrides)
+    if tuple(overrides) not in composed:
+        composed[tuple(overrides)] = _hydra_compose(overrides)
+    return copy.deepcopy(composed[tuple(overrides)])
 
 
 def _hydra_compose(overrides: list[str]):
@@ -90,6 +94,8 @@ def _set_values(cfg, overrides: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
+    if not overrides:
+        return
     for override in OverridesParser.create().parse_overrides(overrides):
         OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
 
