@@ -2,7 +2,7 @@
 so an installed bnnx (not only a checkout) finds its configs and paper tables. The folders stay
 at the top level of the repository, where users edit and run them (`bnnx sweep sweeps/...`).
 Each of their subfolders (conf/method, ...) is listed as a data package of its own, so setuptools
-neither skips nor warns about it."""
+neither skips nor warns about it. The embedded digits (bnnx/data/digits.npz) ship as package data."""
 
 import os
 
@@ -25,4 +25,4 @@ DATA_PACKAGES = data_packages()
 
 setup(packages=find_packages(include=["bnnx", "bnnx.*"]) + list(DATA_PACKAGES),
       package_dir=DATA_PACKAGES,
-      package_data={name: ["*.yaml"] for name in DATA_PACKAGES})
+      package_data={"bnnx.data": ["*.npz"], **{name: ["*.yaml"] for name in DATA_PACKAGES}})

@@ -72,6 +72,29 @@ def test_every_sweep_file_composes_for_every_preset_and_cell(path, compose, tmp_
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_the_sweep_composer_gives_every_run_the_config_compose_config_gives(path, tmp_path):
+    """A cell's seeds share one Hydra composition; each run's config (so its config.yaml) is
+    still the one composing its own overrides gives, out_dir quoted for Hydra included."""
+    from bnnx.cli.compose import compose_config, sweep_composer
+    from bnnx.config import config_to_dict
+
+    spec = load_spec(path)
+    runs = plan_runs(spec, "paper", tmp_path / "a b", seeds=(0, 1))
+    shared = compose_runs(runs, sweep_composer(), spec.name)
+    alone = compose_runs(runs, compose_config, spec.name)
+    assert {k: config_to_dict(c) for k, c in shared.items()} == {k: config_to_dict(c) for k, c in alone.items()}
+    assert len({c.seed for c in shared.values()}) == 2 and len({c.out_dir for c in shared.values()}) == len(runs)
+
+
+def test_the_sweep_composer_applies_added_per_run_keys_in_hydras_order():
+    from bnnx.cli.compose import compose_config, sweep_composer
+
+    compose = sweep_composer()
+    for overrides in (["seed=3", "++seed=5"], ["++seed=5", "seed=3"], ["epochs=2", "seed=4", "out_dir=x"]):
+        assert compose(overrides) == compose_config(overrides)
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_sweep_files_begin_with_command_table_source_and_expected(path):
     text = path.read_text()
     assert text.startswith(f"# Command:  bnnx sweep sweeps/{path.name} --preset cpu && bnnx report sweep_runs/{path.stem}-cpu")

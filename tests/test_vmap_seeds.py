@@ -17,6 +17,7 @@ import csv
 import dataclasses
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -94,6 +95,34 @@ def test_the_first_vmapped_step_equals_each_seeds_own_step(name, compose, digits
         _, own = e.train_step(state, batch, e.loss)
         assert relative(float(sums["loss"][i]), float(own["loss"])) <= 1e-6
         assert float(sums["correct"][i]) == float(own["correct"])
+
+
+@pytest.mark.parametrize("name", ["bnew", "bop", "ilb-random", "ppt", "rpr", "ste"])
+def test_stacking_on_the_host_trains_exactly_as_the_compiled_stacking(name, compose, digits, tmp_path, monkeypatch):
+    """On the CPU NumPy stacks the seeds' states and slices them into host rows (no compile); every
+    number equals the compiled programs': rows, metrics of the epoch hooks that change arrays, sign
+    tracking, the summary's parameter counts and the checkpoints."""
+    from bnnx.train import seeds
+    from bnnx.train.checkpoint import Checkpoints
+
+    def trained(folder):
+        configs = seed_configs(compose, tmp_path / folder, (*METHODS[name], "analysis.signs=true"))
+        return [([{k: v for k, v in row.items() if not k.endswith("time_s")} for row in r.metrics],
+                 r.summary["parameters"], (r.run_dir / "signs.json").read_text(),
+                 Checkpoints(r.run_dir).restore_tree()[0]) for r in train_seeds(configs, dataset=digits)]
+
+    def not_compiled(*args):
+        raise AssertionError("a compiled stacking program ran on the CPU")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(seeds, "_stack_compiled", not_compiled)
+        patch.setattr(seeds, "_unstack_compiled", not_compiled)
+        on_host = trained("host")
+    monkeypatch.setattr(seeds, "_copies_exactly_on_host", lambda leaves: False)
+    compiled = trained("compiled")
+    for (*records, tree), (*records_compiled, tree_compiled) in zip(on_host, compiled):
+        assert records == records_compiled
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(tree_compiled)))
 
 
 def test_a_vmapped_run_resumes_as_an_ordinary_run(compose, digits, tmp_path):

@@ -37,5 +37,7 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
             figure = f"{row['ratio']:.2f}x (target >= {row['target_ratio']}x)"
         else:
             figure = f"{row['overhead_s']:.2f} s (target <= {row['target_s']} s)"
+        if "bound_ratio" in row:
+            figure += f"; bound {row['bound_ratio']:.2f}x with all but the trained programs at 0 s"
         typer.echo(f"{row['case']}: {figure} {'met' if row['meets_target'] else 'NOT MET'}")
     typer.echo(f"peak RSS {report['peak_rss_mib']} MiB; results written to {out}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from bnnx.errors import ConfigError
 from bnnx.resources import conf_dir
 
 CONF_DIR = conf_dir()
 GROUPS = ("method", "model", "dataset", "logger")
+PER_RUN_KEYS = ("seed", "out_dir")  # what the runs of a sweep's cell differ in
 
 
 def group_options(group: str) -> list[str]:
@@ -41,20 +43,61 @@ def _check_group_choices(overrides: list[str]) -> None:
             raise ConfigError(f"unknown {key} '{value}'; valid options: {', '.join(group_options(key))}")
 
 
-def compose_dict(overrides: list[str]) -> dict:
-    """The resolved config as a plain dict, or a one-line ConfigError."""
-    from hydra import compose, initialize_config_dir
+def compose_dict(overrides: list[str], composed: dict | None = None) -> dict:
+    """The resolved config as a plain dict, or a one-line ConfigError. With a `composed` cache
+    (see `sweep_composer`), Hydra composes each set of overrides but the per-run ones once."""
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     _check_group_choices(overrides)
+    shared, per_run = (list(overrides), []) if composed is None else _split_per_run(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name="config", overrides=list(overrides))
+        cfg = _composition(shared, composed)
+        _set_values(cfg, per_run)
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_one_line(str(error), overrides)) from None
+
+
+def _composition(overrides: list[str], composed: dict | None):
+    """Hydra's composition of `overrides`, or a copy of the one cached in `composed`."""
+    import copy
+
+    if composed is None:
+        return _hydra_compose(overrides)
+    if tuple(overrides) not in composed:
+        composed[tuple(overrides)] = _hydra_compose(overrides)
+    return copy.deepcopy(composed[tuple(overrides)])
+
+
+def _hydra_compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _split_per_run(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(the other overrides, the plain `seed=`/`out_dir=` ones), or (all, none) when a per-run
+    key is also added or deleted (`+seed=`, `~out_dir`): Hydra's order matters then."""
+    keys = [override.partition("=")[0] for override in overrides]
+    if any(key != key.lstrip("+~") and key.lstrip("+~") in PER_RUN_KEYS for key in keys):
+        return list(overrides), []
+    return ([o for o, key in zip(overrides, keys) if key not in PER_RUN_KEYS],
+            [o for o, key in zip(overrides, keys) if key in PER_RUN_KEYS])
+
+
+def _set_values(cfg, overrides: list[str]) -> None:
+    """Apply plain `key=value` overrides to a composed config as Hydra applies them after
+    composing (its parser for the value, then OmegaConf.update; interpolations resolve later)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    if not overrides:
+        return
+    for override in OverridesParser.create().parse_overrides(overrides):
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
 
 
 def _one_line(message: str, overrides: list[str]) -> str:
@@ -74,6 +117,16 @@ def compose_config(overrides: list[str]):
     from bnnx.config import config_from_dict
 
     return config_from_dict(compose_dict(overrides))
+
+
+def sweep_composer() -> Callable[[list[str]], object]:
+    """`compose_config` for the runs of one sweep command: runs that differ only in seed and
+    out_dir (a cell's seeds) share one Hydra composition, and each gets the config, hence the
+    config.yaml, that `compose_config` gives it. The cache lives as long as the function."""
+    from bnnx.config import config_from_dict
+
+    composed: dict = {}
+    return lambda overrides: config_from_dict(compose_dict(overrides, composed))
 
 
 def config_yaml(overrides: list[str]) -> str:

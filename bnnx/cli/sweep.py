@@ -80,7 +80,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress view."),
 ):
-    from bnnx.cli.compose import compose_config
+    from bnnx.cli.compose import sweep_composer
     from bnnx.sweeps import load_spec, make_launcher, run_sweep
 
     sweep_file = resolve_sweep_file(sweep_file)
@@ -91,9 +91,9 @@ def sweep(
     runner = make_launcher(launcher, jobs, spec.name, out, spec.preset(preset).resources, options)
     seed_list = tuple(range(seeds)) if seeds else None
     if dry_run:
-        _dry_run(spec, preset, out, seed_list, only, provided, runner, compose_config)
+        _dry_run(spec, preset, out, seed_list, only, provided, runner, sweep_composer())
         return
-    result = run_sweep(spec, preset, compose_config, out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
+    result = run_sweep(spec, preset, sweep_composer(), out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
                        only=only, provided=provided, launcher=runner, quiet=quiet, vmap_seeds=vmap_seeds,
                        command=_command(sweep_file, preset, seeds, jobs, launcher, out, only, use, launcher_opt,
                                         vmap_seeds))

@@ -85,6 +85,11 @@ class Recipe:
     forward: Callable = _model_forward
     optimizer: Callable = _model_forward
 
+    @property
+    def has_epoch_hook(self) -> bool:
+        """Whether `on_epoch` may change the state (the loop skips the identity)."""
+        return self.on_epoch is not _identity_state
+
 
 @dataclasses.dataclass
 class MethodConfig:

@@ -195,9 +195,11 @@ class Trainer:
     def _epoch(self, state, interrupt, bar):
         members = self.members
         epoch, start = self._active()[0].position["epoch"], self._active()[0].position["batch"]
-        if start == 0:
+        if start == 0 and any(m.exp.recipe.has_epoch_hook for m in members):
             state = self._hooks(state, lambda m, s: m.exp.recipe.on_epoch(s, epoch))
-        state = self._hooks(state, lambda m, s: m.exp.for_epoch(s, epoch))  # also when resuming mid-epoch
+        # the epoch's apply function and optimizer are static fields, and a stacked state's are its
+        # first run's (SeedGroup.stack): set them as they are, not by a round trip through the runs
+        state = members[0].exp.for_epoch(state, epoch)  # also when resuming mid-epoch
         sums = self.program.stack([{k: jnp.asarray(v, jnp.float32) for k, v in m.position["sums"].items()}
                                    for m in members])
         began, compiled = time.time(), compile_seconds()

@@ -83,12 +83,13 @@ class SeedGroup(OneRun):
     def stack(self, trees: list):
         """One tree whose leaves are the runs' leaves stacked on a new leading axis; static fields
         (apply_fn, tx) are the first run's, which `check_vectorisable` found equivalent."""
-        leaves = _stack_leaves([jax.tree.leaves(tree) for tree in trees])
+        leaves = stack_leaves([jax.tree.leaves(tree) for tree in trees])
         return self._place(jax.tree.unflatten(jax.tree.structure(trees[0]), leaves))
 
     def unstack(self, state) -> list:
-        """Run i's own state (its own static fields, so its host hooks see its own optimizer)."""
-        rows = _unstack_leaves(jax.tree.leaves(self._host(state)), len(self.experiments))
+        """Run i's own state (its own static fields, so its host hooks see its own optimizer); on
+        the CPU its leaves are NumPy rows of one host copy, as checkpoints and observers read them."""
+        rows = unstack_leaves(jax.tree.leaves(self._host(state)), len(self.experiments))
         return [jax.tree.unflatten(jax.tree.structure(exp.state), row) for exp, row in zip(self.experiments, rows)]
 
     def train_batches(self, epoch: int, start: int):
@@ -110,10 +111,35 @@ class SeedGroup(OneRun):
         return [{k: float(v[i]) for k, v in sums.items()} for i in range(len(self.experiments))]
 
 
-# one compiled program each per cell (eager stacking and slicing would compile per leaf shape)
-_stack_leaves = jax.jit(lambda runs: [jnp.stack(leaves) for leaves in zip(*runs)])
-_unstack_leaves = jax.jit(lambda leaves, count: [[leaf[i] for leaf in leaves] for i in range(count)],
-                          static_argnums=1)
+# off the CPU: one compiled program each per cell (eager stacking and slicing would compile per
+# leaf shape); on the CPU the host's copy is as near as the device's, and NumPy moves the bytes
+_stack_compiled = jax.jit(lambda runs: [jnp.stack(leaves) for leaves in zip(*runs)])
+_unstack_compiled = jax.jit(lambda leaves, count: [[leaf[i] for leaf in leaves] for i in range(count)],
+                            static_argnums=1)
+
+
+def stack_leaves(runs: list[list]) -> list:
+    """Leaf j of the result is the runs' leaves j stacked on a new leading axis."""
+    if not all(map(_copies_exactly_on_host, runs)):
+        return _stack_compiled(runs)
+    return jax.device_put([np.stack([np.asarray(leaf) for leaf in leaves]) for leaves in zip(*runs)])
+
+
+def unstack_leaves(leaves: list, count: int) -> list[list]:
+    """Run i's leaves: row i of each stacked leaf."""
+    if not _copies_exactly_on_host(leaves):
+        return _unstack_compiled(leaves, count)
+    host = [np.array(leaf) for leaf in leaves]  # a copy: a view would pin the stacked buffers the step donates
+    return [[leaf[i, ...] for leaf in host] for i in range(count)]
+
+
+def _copies_exactly_on_host(leaves: list) -> bool:
+    """Whether NumPy stacks and slices these leaves into the arrays the compiled programs give:
+    CPU arrays of NumPy dtypes (not PRNG keys) that are not weakly typed (a host copy is strong)."""
+    return all(isinstance(leaf, (np.ndarray, jax.Array)) and isinstance(leaf.dtype, np.dtype)
+               and not jax.typeof(leaf).weak_type
+               and (isinstance(leaf, np.ndarray) or all(d.platform == "cpu" for d in leaf.devices()))
+               for leaf in leaves)
 
 
 def program_for(experiments: list):
