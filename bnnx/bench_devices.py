@@ -48,7 +48,8 @@ def devices_case(name: str = "data-parallel-2-vs-1-device") -> dict:
                           check=True)
     seconds = json.loads(done.stdout.strip().splitlines()[-1])
     ratio = seconds["1"] / seconds["2"]
-    return {"case": name, "ratio": round(ratio, 3), "target_ratio": 1.0, "meets_target": ratio >= 1.0,
+    # no target: forced host devices share the cores, so the figure says nothing about two accelerators
+    return {"case": name, "ratio": round(ratio, 3), "target_ratio": None, "meets_target": None,
             "one_device_ms": round(1000 * seconds["1"], 3), "two_devices_ms": round(1000 * seconds["2"], 3),
             "note": "forced host devices share the CPU's cores: report only"}
 

@@ -230,7 +230,6 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     from bnnx.layers import record_layers
     from bnnx.train.experiment import example_input
     from bnnx.io import check_writable
-    from bnnx.packed.engine import load
     from bnnx.train.restore import restore_trained
 
     run_dir = Path(run_dir)
@@ -244,8 +243,15 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
             "dataset": config.dataset.name, "num_classes": dataset.num_classes,
             "input_shape": list(dataset.input_shape), "step": run.step,
             "binary_inputs": [r.name for r in layers if r.binary_inputs], "config": config_to_dict(config)}
-    entries = tensor_entries(variables, getattr(model, "policy_of", model.policy))
-    folds = load(io.BytesIO(export_bytes(entries, info)[0]))[1].folds  # what the engine folds in this export
-    data, manifest = export_bytes(entries + fold_entries(folds), info)
+    data, manifest = export_with_folds(tensor_entries(variables, getattr(model, "policy_of", model.policy)), info)
     write_bytes(path, data)
     return path, manifest
+
+
+def export_with_folds(entries: list[dict], info: dict) -> tuple[bytes, dict]:
+    """`export_bytes` of `entries` plus the thresholds of the BatchNorms the engine folds in them
+    (found by loading them once: `info` needs the model and its `input_shape`)."""
+    from bnnx.packed.engine import load
+
+    folds = load(io.BytesIO(export_bytes(entries, info)[0]))[1].folds
+    return export_bytes(entries + fold_entries(folds), info)

@@ -190,10 +190,14 @@ def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
     from bnnx.packed.bench import export_size_case
 
     row = export_size_case("convnet", "digits")
-    extras = ("batch_stats_bytes", "quant_bytes", "word_padding_bytes", "manifest_bytes", "zip_and_npy_headers_bytes")
+    extras = ("batch_stats_bytes", "fold_threshold_bytes", "quant_bytes", "word_padding_bytes", "manifest_bytes",
+              "zip_and_npy_headers_bytes")
     assert row["file_bytes"] == row["summary_packed_bytes"] + sum(row[key] for key in extras)
     # 3×3 taps of 16 and 32 channels: each tap's channels start a 32-bit word (16 → 32 bits wasted)
     assert row["word_padding_bytes"] == 32 * 9 * 16 // 8
+    # as `bnnx export` writes it: the BN between the two binary convs folds, an int32 multiplier
+    # and threshold for each of the 32 output channels of its producer
+    assert row["fold_threshold_bytes"] == 32 * 2 * 4
     assert row["met"] == (row["ratio"] <= row["target"])
 
 

@@ -33,11 +33,14 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
     for row in report.get("ratio_cases", []):
         if "target_ratio_at_most" in row:  # a cost ratio: lower is better
             figure = f"{row['ratio']:.2f}x (target <= {row['target_ratio_at_most']}x)"
+        elif row.get("target_ratio") is None:
+            figure = f"{row['ratio']:.2f}x (no target: {row.get('note', 'report only')})"
         elif "ratio" in row:
             figure = f"{row['ratio']:.2f}x (target >= {row['target_ratio']}x)"
         else:
             figure = f"{row['overhead_s']:.2f} s (target <= {row['target_s']} s)"
         if "bound_ratio" in row:
             figure += f"; bound {row['bound_ratio']:.2f}x with all but the trained programs at 0 s"
-        typer.echo(f"{row['case']}: {figure} {'met' if row['meets_target'] else 'NOT MET'}")
+        verdict = {True: " met", False: " NOT MET", None: ""}[row["meets_target"]]
+        typer.echo(f"{row['case']}: {figure}{verdict}")
     typer.echo(f"peak RSS {report['peak_rss_mib']} MiB; results written to {out}")
