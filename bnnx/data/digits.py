@@ -30,7 +30,7 @@ def load_digits_dataset() -> ArrayDataset:
 
 
 def write_digits_file(path: Path = DIGITS_FILE) -> None:
-    """The embedded file, from scikit-learn (needed only here)."""
+    """The embedded file, from scikit-learn (needed only here: `pip install scikit-learn`, in the dev extra)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
