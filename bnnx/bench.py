@@ -73,9 +73,11 @@ def run_case(case: Case, compose) -> dict:
 
 
 # binarized (STE, W1A1) vs the FP twin (method=fp) train step of one model: the cost of binarizing
-BINARIZED_VS_FP = {  # name -> (overrides, input shape, batch size, steps per timing block)
-    "binarized-vs-fp-step-mlp784-2048-2048": (("model=mlp", "model.hidden=[2048,2048]"), (28, 28, 1), 128, 10),
-    "binarized-vs-fp-step-binarynet": (("model=binarynet",), (32, 32, 3), 32, 2),
+# name -> (overrides, input shape, batch size, steps per timing block, interleaved rounds); the MLP's
+# 20 ms steps differ by ~2 %, which 3 rounds' minima could not resolve (1.03 to 1.06 run to run)
+BINARIZED_VS_FP = {
+    "binarized-vs-fp-step-mlp784-2048-2048": (("model=mlp", "model.hidden=[2048,2048]"), (28, 28, 1), 128, 10, 9),
+    "binarized-vs-fp-step-binarynet": (("model=binarynet",), (32, 32, 3), 32, 2, 3),
 }
 BINARIZED_VS_FP_TARGET = 1.05
 
@@ -99,10 +101,10 @@ def _prepared_step(compose, overrides, shape, batch_size):
     return block
 
 
-def binarized_vs_fp_case(name: str, compose, rounds: int = 3) -> dict:
-    """Train-step seconds of the binarized model over its FP twin's, the best of `rounds`
+def binarized_vs_fp_case(name: str, compose) -> dict:
+    """Train-step seconds of the binarized model over its FP twin's, the best of the case's
     interleaved blocks each (interleaving shares the machine's drift between the two)."""
-    overrides, shape, batch_size, steps = BINARIZED_VS_FP[name]
+    overrides, shape, batch_size, steps, rounds = BINARIZED_VS_FP[name]
     binarized = _prepared_step(compose, (*overrides, "method=ste"), shape, batch_size)
     full = _prepared_step(compose, (*overrides, "method=fp"), shape, batch_size)
     times = {"binarized": [], "fp": []}
@@ -111,7 +113,7 @@ def binarized_vs_fp_case(name: str, compose, rounds: int = 3) -> dict:
         times["fp"].append(full(steps))
     ratio = min(times["binarized"]) / min(times["fp"])
     return {"case": name, "ratio": round(ratio, 3), "target_ratio_at_most": BINARIZED_VS_FP_TARGET,
-            "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size,
+            "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size, "rounds": rounds,
             "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
 
 
