@@ -209,7 +209,7 @@ def test_speed_rows_time_layers_whose_outputs_are_equal():
         assert row["float32_ms"] > 0 and row["packed_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
     row = fold_case("convnet", "digits", batch=2, repeats=1)  # the same engine and export, BN folded or not
     assert row["outputs_equal"] is True and row["folded_layers"] == ["QuantConv_2"]
-    assert row["unfolded_ms"] > 0 and row["folded_ms"] > 0 and row["met"] == (row["ratio"] >= row["target"])
+    assert row["unfolded_ms"] > 0 and row["folded_ms"] > 0 and row["target"] is None and row["met"] is None
 
 
 def test_layers_with_masks_off_run_as_the_training_model_runs_them(tmp_path):
