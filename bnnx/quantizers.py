@@ -13,8 +13,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from bnnx.config.schema import check_values, setting, validate
 from bnnx.errors import unknown_choice
-from bnnx.schema import check_values, setting, validate
 
 
 def sign(x: jax.Array) -> jax.Array:

@@ -31,7 +31,7 @@ def digits():
 @pytest.fixture
 def compose():
     """compose(*overrides) -> TrainConfig, exactly as `bnnx train OVERRIDES` builds it."""
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     return lambda *overrides: compose_config(list(overrides))
 

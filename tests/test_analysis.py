@@ -232,7 +232,7 @@ def test_analyze_writes_reports_and_pictures(conv_run, run_cli):
 
 
 def test_finetuning_trains_only_real_parameters(mlp_run, digits):
-    from bnnx.cli.compose import load_run_config
+    from bnnx.config.compose import load_run_config
     from bnnx.layers import param_labels
 
     tuner = qbn.finetune_experiment(load_run_config(mlp_run), digits)

@@ -161,7 +161,7 @@ def test_out_dir_that_is_a_file(run_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.train.loop import train
 
     run = tmp_path_factory.mktemp("finished") / "run"

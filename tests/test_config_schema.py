@@ -1,4 +1,4 @@
-"""The config schema (bnnx.schema): every key's type, default and range, checked the same way
+"""The config schema (bnnx.config.schema): every key's type, default and range, checked the same way
 for the CLI and the Python API; the YAML options restate their classes' defaults."""
 
 import dataclasses
@@ -9,6 +9,7 @@ from typing import Sequence
 import pytest
 
 from bnnx.config import AnalysisConfig, DistillConfig, LoggerConfig, TrainConfig
+from bnnx.config.schema import check_value, check_values, describe, is_checked, limits, setting, type_hints, validate
 from bnnx.data import DatasetConfig
 from bnnx.errors import ConfigError
 from bnnx.methods.bmd import BMD
@@ -18,7 +19,6 @@ from bnnx.methods.ilb import ILB
 from bnnx.methods.ste import STE
 from bnnx.models import ModelConfig
 from bnnx.quantizers import SignSTE, make_quantizer
-from bnnx.schema import check_value, check_values, describe, is_checked, limits, setting, type_hints, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -18,7 +18,7 @@ TINY = ["model=mlp", "model.hidden=[32,32]", "epochs=1", "batch_size=64"]
 
 SCRIPT = """
 import json, sys
-from bnnx.cli.compose import compose_config
+from bnnx.config.compose import compose_config
 from bnnx.train.loop import train, train_seeds
 out, tiny = sys.argv[1], json.loads(sys.argv[2])
 rows = {}

@@ -68,7 +68,7 @@ def test_kd_gradient_matches_the_formula():
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, digits):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.train.loop import train
 
     folder = tmp_path_factory.mktemp("distill") / "fp"

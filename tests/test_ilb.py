@@ -21,14 +21,14 @@ LAYERS = ["QuantDense_0", "QuantDense_1", "QuantDense_2", "QuantDense_3"]  # hid
 @pytest.fixture(scope="module")
 def base(digits):
     """One built ILB experiment (MLP 64-16-16-16-10): its layers, labels and initial state."""
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     return build_experiment(compose_config(["method=ilb", "model.hidden=[16,16,16]", "epochs=10"]), dataset=digits)
 
 
 def ilb(base, *overrides, run_dir=None, seed=0, epochs=10):
     """The recipe of ILB configured by `overrides`, built for the base experiment's model."""
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     method = compose_config(["method=ilb", *overrides]).method
     return method.build(MethodContext(layers=base.layers, labels=param_labels(base.state.params, base.state.quant),
@@ -91,7 +91,7 @@ def test_lr_milestones_drop_the_lr_tenfold(base):
 
 
 def ilb_method(*overrides):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     return compose_config(["method=ilb", *overrides]).method
 

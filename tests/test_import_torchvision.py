@@ -50,7 +50,7 @@ def test_logits_equal_torchvisions(arch):
 def test_imported_run_is_a_finished_fp_run_that_init_from_accepts(run_cli, tmp_path):
     from safetensors.numpy import save_file
 
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.data import shape_only
     from bnnx.io import read_json
     from bnnx.train.services import RunServices

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_bad_input import assert_one_line_error, snapshot
 
 from bnnx.errors import BnnxError
 from bnnx.io import read_json, read_jsonl
 from bnnx.lock import FolderBusyError, FolderLock, is_locked
-from test_bad_input import assert_one_line_error, snapshot
 
 BNNX = [sys.executable, "-m", "bnnx.cli.__main__"]
 RUN = ["epochs=4", "batch_size=8", "model.hidden=[16]", "--quiet"]
@@ -111,8 +111,8 @@ def test_the_lock_excludes_within_one_process_and_is_free_after_release(tmp_path
 def test_parallel_workers_never_train_one_cell_twice(tmp_path):
     """Two joblib workers handed the same cell: one trains it, the other is refused, whether it
     tries while the first holds the lock or after the run is there; the record is one run's."""
-    from bnnx.cli.compose import compose_config
     from bnnx.config import config_to_dict
+    from bnnx.config.compose import compose_config
     from bnnx.sweeps.launchers import JoblibLauncher
 
     run = tmp_path / "cell" / "seed0"

@@ -54,7 +54,7 @@ def items(entries) -> dict[str, str]:
 
 
 def train_digits(tmp_path, *overrides):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.data.digits import load_digits_dataset
     from bnnx.train.loop import train
 

@@ -85,7 +85,7 @@ def test_the_installed_bnnx_trains_and_sweeps_from_another_folder(installed):
 def test_version_and_completion_of_train_overrides(run_cli):
     from importlib import metadata
 
-    from bnnx.cli.compose import complete_override, group_options
+    from bnnx.config.compose import complete_override, group_options
 
     code, output = run_cli("--version")
     assert code == 0 and output.strip() == f"bnnx {metadata.version('bnnx')}"

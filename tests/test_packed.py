@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bnnx.bench.packed import random_variables
 from bnnx.export import tensor_entries, write_export
 from bnnx.layers import flat
 from bnnx.models import ModelConfig, build_model
 from bnnx.packed import kernels
-from bnnx.packed.bench import random_variables
 from bnnx.packed.bits import pack_kernel, pack_rows, unpack_rows_np
 from bnnx.packed.engine import load, packed_apply
 
@@ -187,7 +187,7 @@ def test_folding_is_refused_where_the_sign_cannot_be_traced_to_a_batch_norm(tmp_
 # ---- the bench's packed cases (their figures go to bench.json; here only their accounting) ----
 
 def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
-    from bnnx.packed.bench import export_size_case
+    from bnnx.bench.packed import export_size_case
 
     row = export_size_case("convnet", "digits")
     extras = ("batch_stats_bytes", "fold_threshold_bytes", "quant_bytes", "word_padding_bytes", "manifest_bytes",
@@ -202,7 +202,7 @@ def test_export_size_is_the_summarys_packed_bytes_plus_accounted_extras():
 
 
 def test_speed_rows_time_layers_whose_outputs_are_equal():
-    from bnnx.packed.bench import conv_case, dense_case, fold_case
+    from bnnx.bench.packed import conv_case, dense_case, fold_case
 
     for row in (dense_case(batch=2, features=64, repeats=1), conv_case(batch=1, size=4, channels=32, repeats=1)):
         assert row["outputs_equal"] is True

@@ -1,4 +1,4 @@
-"""Partial pre-training (bnnx/methods/ppt.py) and time to accuracy (bnnx/timing.py)."""
+"""Partial pre-training (bnnx/methods/ppt.py) and time to accuracy (bnnx/sweeps/timing.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 
 from bnnx.io import write_json, write_jsonl
 from bnnx.layers import flat
-from bnnx.models import build_model
-from bnnx.timing import epochs_to_target, seconds_to_target, speedup, speedup_stats
-from bnnx.train.experiment import build_experiment
 from bnnx.methods.base import scheduled_values
+from bnnx.models import build_model
+from bnnx.sweeps.timing import epochs_to_target, seconds_to_target, speedup, speedup_stats
+from bnnx.train.experiment import build_experiment
 from bnnx.train.loop import train
 from bnnx.train.step import evaluate
 
@@ -38,7 +38,7 @@ def run_epoch(experiment, state, epoch, record=None):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, digits):
     """Reference runs: the FP method over 2 epochs; STE and PPT with fp_fraction 0 over 1 epoch."""
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     root = tmp_path_factory.mktemp("ppt")
     overrides = {"fp": ["method=fp", "epochs=2"], "ste": ["method=ste", "epochs=1"],
@@ -52,7 +52,7 @@ def runs(tmp_path_factory, digits):
 def ppt(digits):
     """PPT over 4 epochs, the first 2 full precision, trained epoch by epoch as the loop does:
     the rows it would log, the quant after each epoch hook, the state at the end of the FP epochs."""
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     config = compose_config(["method=ppt", "epochs=4", "method.fp_fraction=0.5", "+method.inner_config.lr=0.01"])
     experiment = build_experiment(config, dataset=digits)
@@ -291,7 +291,7 @@ def test_full_precision_epochs_count_in_the_time_but_cannot_reach_the_target(tmp
     ppt = fake_run(tmp_path / "ppt", [0.88, 0.92, 0.80, 0.897, 0.91, 0.9], [1.0] * 6, binary=[0, 0, 1, 1, 1, 1])
     result = speedup(scratch, ppt)  # target 0.895: scratch at epoch 4, PPT's BNN at epoch 4 (not 2)
     assert (result["scratch_epochs"], result["epochs"], result["epoch_speedup"]) == (4, 4, 1.0)
-    from bnnx.timing import load_curve, time_to_plateau
+    from bnnx.sweeps.timing import load_curve, time_to_plateau
 
     own = time_to_plateau(load_curve(ppt))  # its own plateau is the BNN's best, 0.91, not the FP 0.92
     assert (own["plateau"], own["epochs"], own["seconds"]) == (0.91, 5, 5.0)

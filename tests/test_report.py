@@ -14,7 +14,7 @@ import yaml
 
 from bnnx.errors import ConfigError
 from bnnx.io import read_json, read_jsonl, write_json, write_jsonl
-from bnnx.report import build_table, collect, write_report
+from bnnx.sweeps.report import build_table, collect, write_report
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

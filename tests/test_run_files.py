@@ -8,17 +8,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from bnnx.io import read_jsonl
 from test_bad_input import assert_one_line_error, snapshot
 from test_report import fake_sweep
+
+from bnnx.io import read_jsonl
 
 UNWRITABLE = Path("/sys/bnnx-out")  # sysfs refuses new files, even to root (chmod would not stop root)
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, digits):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.train.loop import train
 
     run = tmp_path_factory.mktemp("finished") / "run"

@@ -75,8 +75,8 @@ def test_every_sweep_file_composes_for_every_preset_and_cell(path, compose, tmp_
 def test_the_sweep_composer_gives_every_run_the_config_compose_config_gives(path, tmp_path):
     """A cell's seeds share one Hydra composition; each run's config (so its config.yaml) is
     still the one composing its own overrides gives, out_dir quoted for Hydra included."""
-    from bnnx.cli.compose import compose_config, sweep_composer
     from bnnx.config import config_to_dict
+    from bnnx.config.compose import compose_config, sweep_composer
 
     spec = load_spec(path)
     runs = plan_runs(spec, "paper", tmp_path / "a b", seeds=(0, 1))
@@ -87,7 +87,7 @@ def test_the_sweep_composer_gives_every_run_the_config_compose_config_gives(path
 
 
 def test_the_sweep_composer_applies_added_per_run_keys_in_hydras_order():
-    from bnnx.cli.compose import compose_config, sweep_composer
+    from bnnx.config.compose import compose_config, sweep_composer
 
     compose = sweep_composer()
     for overrides in (["seed=3", "++seed=5"], ["++seed=5", "seed=3"], ["epochs=2", "seed=4", "out_dir=x"]):
@@ -197,7 +197,7 @@ def fake_execute(fail_cells=(), interrupt_at=None):
 
 
 def sweep(tmp_path, launcher, spec=None, **kwargs):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     return run_sweep(spec or tiny_spec(), "smoke", compose_config, tmp_path / "out", spec_text="x", launcher=launcher, **kwargs)
 
@@ -236,8 +236,8 @@ def test_failed_run_is_recorded_dependents_blocked_and_rerun_in_a_clean_folder(t
 def test_a_folder_holding_another_config_is_refused_before_any_run(tmp_path):
     import dataclasses
 
-    from bnnx.cli.compose import compose_config
     from bnnx.config import config_to_dict
+    from bnnx.config.compose import compose_config
 
     sweep(tmp_path, LocalLauncher(fake_execute()), seeds=(0,))
     run = plan_runs(tiny_spec(), "smoke", tmp_path / "out", seeds=(0,))[0]
@@ -261,7 +261,7 @@ def test_a_folder_of_another_preset_or_missing_data_is_refused_before_any_run(tm
     presets = {"smoke": {"overrides": ["epochs=1"]}, "cpu": {"overrides": ["epochs=2"]}}
     sweep(tmp_path, LocalLauncher(fake_execute()), spec=tiny_spec(presets=presets), seeds=(0,))
     execute = fake_execute()
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
 
     with pytest.raises(ConfigError, match="holds sweep 'tiny' with preset 'smoke'"):
         run_sweep(tiny_spec(presets=presets), "cpu", compose_config, tmp_path / "out", spec_text="x",

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from bnnx.io import read_json
-from bnnx.report import collect
 from bnnx.sweeps import load_spec
-from bnnx.timing import speedup
+from bnnx.sweeps.report import collect
+from bnnx.sweeps.timing import speedup
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

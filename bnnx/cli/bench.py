@@ -16,8 +16,8 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
     from rich.console import Console
     from rich.table import Table
 
-    from bnnx.bench import run_benchmark
-    from bnnx.cli.compose import compose_config
+    from bnnx.bench.train_step import run_benchmark
+    from bnnx.config.compose import compose_config
 
     report = run_benchmark(compose_config, out, only)
     table = Table(title=f"bnnx bench ({report['backend']}, {report['versions']['device']})")

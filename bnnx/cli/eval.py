@@ -23,7 +23,7 @@ def _base_config(path: Path) -> dict:
     from bnnx.export import unpack
 
     if path.is_dir():
-        from bnnx.cli.compose import load_run_config
+        from bnnx.config.compose import load_run_config
 
         return config_to_dict(load_run_config(path))
     if not path.exists():

@@ -17,7 +17,7 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds config.yaml and checkpoints/)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file (default RUN_DIR/export.npz)."),
 ):
-    from bnnx.cli.compose import load_run_config
+    from bnnx.config.compose import load_run_config
     from bnnx.export import export_run
 
     path, manifest = export_run(load_run_config(run_dir), run_dir, out)

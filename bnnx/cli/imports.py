@@ -30,7 +30,7 @@ def torchvision(
     out_dir: Path = typer.Argument(..., help="The run folder to write (must not hold a run)."),
     transform_input: bool = typer.Option(True, help="GoogLeNet only: torchvision's transform_input."),
 ):
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.errors import ConfigError
     from bnnx.pretrained.torchvision import ARCHS, load_state_dict, to_variables
     from bnnx.train.imported import write_imported_run

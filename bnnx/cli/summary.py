@@ -22,7 +22,7 @@ def summary(
 ):
     from rich.console import Console
 
-    from bnnx.cli.compose import compose_config
+    from bnnx.config.compose import compose_config
     from bnnx.io import write_json
     from bnnx.summary import render, summarize, totals_text
 

@@ -80,7 +80,7 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress view."),
 ):
-    from bnnx.cli.compose import sweep_composer
+    from bnnx.config.compose import sweep_composer
     from bnnx.sweeps import load_spec, make_launcher, run_sweep
 
     sweep_file = resolve_sweep_file(sweep_file)
@@ -125,7 +125,7 @@ def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
 @app.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
 @user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
-    from bnnx.report import write_report
+    from bnnx.sweeps.report import write_report
 
     _, table = write_report(sweep_dir, command=f"bnnx report {sweep_dir}")
     typer.echo(table)
@@ -148,6 +148,8 @@ def hydra_multirun() -> None:
 
 
 if __name__ == "__main__":
-    from bnnx.cli import sweep as module  # the importable module, so launchers can pickle hydra_job
+    from bnnx.cli import (
+        sweep as module,  # the importable module, so launchers can pickle hydra_job
+    )
 
     module.hydra_multirun()

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from bnnx.cli import app, user_errors
-from bnnx.cli.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
+from bnnx.config.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
 
 
 def _groups_help() -> str:
@@ -66,8 +66,8 @@ def _resolve_resume(overrides: list[str], config):
     import dataclasses
     from pathlib import Path
 
-    from bnnx.cli.compose import load_run_config
     from bnnx.config import config_to_dict
+    from bnnx.config.compose import load_run_config
     from bnnx.errors import ConfigError
 
     if not (Path(config.out_dir) / "config.yaml").exists():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from bnnx.config.schema import setting, validate
 from bnnx.data.base import ArrayDataset
 from bnnx.errors import DataNotFoundError, unknown_choice
-from bnnx.schema import setting, validate
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet2012")
 

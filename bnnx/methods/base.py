@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from bnnx.layers import LayerRecord
-from bnnx.schema import setting, validate
+from bnnx.config.schema import setting, validate
+from bnnx.errors import ConfigError, check
+from bnnx.layers import LayerRecord, flat, unflat
 
 SCHEDULES = ("constant", "cosine", "linear")
 
@@ -103,7 +104,10 @@ class MethodConfig:
 
     @property
     def name(self) -> str:
-        return type(self).__module__.rsplit(".", 1)[-1]
+        """The name the method is declared under (`bnnx.methods.registry`), as `method=` takes it."""
+        from bnnx.methods.registry import method_name
+
+        return method_name(type(self))
 
     def adapt_model(self, model):
         """The model as this method trains it (e.g. `fp` trains the full-precision twin)."""
@@ -197,3 +201,35 @@ def scheduled_values(opt_state) -> dict[str, float]:
 def select(tree, labels, label: str):
     """The leaves of `tree` whose label is `label` (others None), for per-group statistics."""
     return jax.tree.map(lambda leaf, lab: leaf if lab == label else None, tree, labels)
+
+
+# ---- shared by the schedule-level methods (PPT, ILB) ------------------------------------
+
+NOT_INNER = ("fp", "ppt", "ilb")  # schedule-level methods and the FP baseline wrap nothing
+
+
+def make_inner(name: str, values: dict | None, key: str = "method.inner") -> MethodConfig:
+    """The optimizer-level method `name` configured by `values` (the keys `<key>_config.*`)."""
+    from bnnx.methods.registry import METHODS, method_class
+
+    inner_names = sorted(set(METHODS) - set(NOT_INNER))
+    check(name in inner_names, f"unknown {key} '{name}'; valid options: {', '.join(inner_names)}")
+    cls = method_class(name)
+    values = dict(values or {})
+    fields = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key '{key}_config.{unknown[0]}'; valid keys: {', '.join(fields)}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    except (TypeError, ConfigError) as error:
+        raise ConfigError(f"{key}_config: {error}") from None
+
+
+def fill_masks(quant, value: float, names=("kernel_mask", "input_mask"), layers=None):
+    """`quant` with every precision mask (of `layers`, default all) set to `value`, shapes kept."""
+    out = dict(flat(quant))
+    for path, mask in out.items():
+        if path[-1] in names and (layers is None or path[:-1] in layers):
+            out[path] = jnp.full(jnp.shape(mask), value, jnp.float32)
+    return unflat(out)

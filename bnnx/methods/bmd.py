@@ -23,10 +23,10 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.layers import set_quant
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label
-from bnnx.schema import setting
 
 
 @dataclasses.dataclass

@@ -34,11 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.layers import flat, set_quant, unflat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries
 from bnnx.quantizers import sign
-from bnnx.schema import setting
 
 
 class BnewState(NamedTuple):

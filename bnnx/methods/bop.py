@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.layers import flat, unflat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, round_half_up
 from bnnx.quantizers import sign
-from bnnx.schema import setting
 
 
 class BopState(NamedTuple):

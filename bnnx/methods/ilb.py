@@ -46,13 +46,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.io import read_json, write_json
 from bnnx.layers import flat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, round_half_up
-from bnnx.methods.ppt import fill_masks, make_inner
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, fill_masks, make_inner, round_half_up
 from bnnx.quantizers import SCALINGS
-from bnnx.schema import setting
 
 ORDERS = ("forward", "reverse", "random", "sensitivity")
 OPTIMIZERS = ("sgd", "adam")

@@ -12,7 +12,7 @@ binarized network (same parameters) and continue with an optimizer-level method.
 
 with E_fp = ⌊fp_fraction · E + ½⌋, at most E − 1 (fp_fraction = 0 is the BNN from scratch).
 With restart_optimizer=false the inner method's optimizer runs over the whole budget instead,
-its state carried across the switch. The claim measured is speed: see bnnx/timing.py.
+its state carried across the switch. The claim measured is speed: see bnnx/sweeps/timing.py.
 """
 
 from __future__ import annotations
@@ -25,39 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnnx.errors import ConfigError, check
-from bnnx.layers import flat, unflat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, round_half_up, scheduled_values
-from bnnx.schema import setting
-
-NOT_INNER = ("fp", "ppt", "ilb")  # schedule-level methods and the FP baseline wrap nothing
-
-
-def make_inner(name: str, values: dict | None, key: str = "method.inner") -> MethodConfig:
-    """The optimizer-level method `name` configured by `values` (the keys `<key>_config.*`)."""
-    from bnnx.methods import METHODS, method_class
-
-    inner_names = sorted(set(METHODS) - set(NOT_INNER))
-    check(name in inner_names, f"unknown {key} '{name}'; valid options: {', '.join(inner_names)}")
-    cls = method_class(name)
-    values = dict(values or {})
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key '{key}_config.{unknown[0]}'; valid keys: {', '.join(fields)}")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-    except (TypeError, ConfigError) as error:
-        raise ConfigError(f"{key}_config: {error}") from None
-
-
-def fill_masks(quant, value: float, names=("kernel_mask", "input_mask"), layers=None):
-    """`quant` with every precision mask (of `layers`, default all) set to `value`, shapes kept."""
-    out = dict(flat(quant))
-    for path, mask in out.items():
-        if path[-1] in names and (layers is None or path[:-1] in layers):
-            out[path] = jnp.full(jnp.shape(mask), value, jnp.float32)
-    return unflat(out)
+from bnnx.config.schema import setting
+from bnnx.layers import flat
+from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, fill_masks, make_inner, round_half_up,
+                              scheduled_values)
 
 
 def binary_fraction(quant) -> float:

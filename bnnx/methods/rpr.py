@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.layers import binary_layer_paths, flat, set_quant, unflat
 from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries,
                                round_half_up)
-from bnnx.schema import setting
 
 LEVELS = ("binary", "ternary")
 TERNARY_THRESHOLD = 0.5  # nearest of {−1, 0, +1}

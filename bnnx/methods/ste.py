@@ -13,8 +13,8 @@ import dataclasses
 
 import optax
 
+from bnnx.config.schema import setting
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, project_box
-from bnnx.schema import setting
 
 
 @dataclasses.dataclass

@@ -12,10 +12,10 @@ from typing import Any
 
 import flax.linen as nn
 
+from bnnx.config.schema import check_values, setting, validate
 from bnnx.errors import ConfigError, check, unknown_choice
 from bnnx.layers import FULL_PRECISION, ROLES, QuantPolicy
 from bnnx.quantizers import QUANTIZERS, SCALINGS, Identity, check_quantizer_args, make_quantizer
-from bnnx.schema import check_values, setting, validate
 
 # name -> "module:attribute"; imported on demand so one broken model never breaks the rest.
 MODELS = {

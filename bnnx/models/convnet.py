@@ -12,9 +12,9 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from bnnx.config.schema import setting
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
 from bnnx.models.common import ACTIVATIONS, activation, batch_norm
-from bnnx.schema import setting
 
 
 class ConvNet(nn.Module):

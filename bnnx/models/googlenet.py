@@ -14,10 +14,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bnnx.config.schema import setting
 from bnnx.layers import QuantPolicy
 from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import classifier, conv, scale_width
-from bnnx.schema import setting
 
 # name: (1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool projection), torchvision's widths
 INCEPTIONS = {

@@ -22,10 +22,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bnnx.config.schema import setting
 from bnnx.layers import QuantPolicy
 from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import classifier, conv, scale_width
-from bnnx.schema import setting
 
 
 def avg_pool(x):

@@ -17,9 +17,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bnnx.config.schema import setting
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
 from bnnx.models.common import ACTIVATIONS, activation, batch_norm, kaiming_fan_out
-from bnnx.schema import setting
 
 
 def scale_width(channels: int, multiplier: float) -> int:

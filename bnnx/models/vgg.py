@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from bnnx.config.schema import setting
 from bnnx.layers import QuantConv, QuantDense, QuantPolicy
 from bnnx.models.common import ACTIVATIONS, activation, batch_norm
 from bnnx.models.resnet import scale_width
-from bnnx.schema import setting
 
 CONV_WIDTHS = (128, 128, 256, 256, 512, 512)
 DENSE_WIDTHS = (1024, 1024)

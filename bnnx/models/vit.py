@@ -13,8 +13,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from bnnx.config.schema import setting
 from bnnx.errors import check
-from bnnx.schema import setting
 
 POOLS = ("mean", "cls")
 

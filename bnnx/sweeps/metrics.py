@@ -1,6 +1,6 @@
 """A sweep metric's value for one finished run, read from the files the run left behind.
 
-`speedup` metrics are bnnx.timing's time-to-accuracy figures against the reference cell's run of
+`speedup` metrics are bnnx.sweeps.timing's time-to-accuracy figures against the reference cell's run of
 the same seed (`key`: epoch_speedup or time_speedup; `margin`: below the reference's plateau)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from bnnx.errors import CheckpointError
 from bnnx.io import read_json, read_jsonl
 from bnnx.sweeps.spec import Metric
-from bnnx.timing import load_curve, speedup
+from bnnx.sweeps.timing import load_curve, speedup
 
 
 def accuracy_curve(run_dir: Path) -> list[float]:

@@ -58,7 +58,7 @@ class Axis:
 @dataclasses.dataclass(frozen=True)
 class Metric:
     """What a cell reports. `source`: summary.json, the last metrics.jsonl row, a JSON file in the
-    run dir (`key` a dotted path, `-1` = last item of a list), or `speedup` (bnnx.timing's time
+    run dir (`key` a dotted path, `-1` = last item of a list), or `speedup` (bnnx.sweeps.timing's time
     to accuracy against the `reference` cell of the same seed: target = its plateau − `margin`;
     `key` epoch_speedup or time_speedup)."""
 

@@ -1,7 +1,7 @@
 """Seconds JAX spends tracing, lowering and compiling, from jax.monitoring's compile events.
 
 A run records them per epoch (`compile_time_s`) so that wall-time measures such as time to
-accuracy (bnnx/timing.py) can leave out this one-off cost: it dominates small runs (a digits
+accuracy (bnnx/sweeps/timing.py) can leave out this one-off cost: it dominates small runs (a digits
 epoch trains in 0.03 s after 2 s of compilation) and differs between methods whose compiled
 graphs differ, while the papers' PyTorch timings have no such term.
 """

@@ -6,7 +6,7 @@ Reads the sweep folder (sweep.yaml, sweep.json and each run's files), and writes
 - report.csv: the same table as numbers (per column: mean, std, n, paper, diff, the 95 %
   confidence interval and the per-seed values);
 - the sweep's checks (premises of the analog, the paper's effects) on their 95 % intervals, in
-  report.md and checks.csv (bnnx/report_checks.py);
+  report.md and checks.csv (bnnx/sweeps/report_checks.py);
 - curves.png: test accuracy per epoch, mean over seeds with a ±1 std band, per cell;
 - schedules.png: each scheduled value the runs logged per epoch (lr, BMD's β, BNEW's λ and
   expansion, Bop's γ, RPR's freezing fraction, …), mean over seeds, per cell.
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from bnnx.errors import check
 from bnnx.io import read_json_object, write_text
-from bnnx.report_checks import check_results, checks_csv_rows, checks_markdown, format_interval, interval
-from bnnx.report_plots import plot_curves, plot_schedules
 from bnnx.sweeps.metrics import accuracy_curve, run_value, scheduled_rows
 from bnnx.sweeps.parse import load_spec
+from bnnx.sweeps.report_checks import check_results, checks_csv_rows, checks_markdown, format_interval, interval
+from bnnx.sweeps.report_plots import plot_curves, plot_schedules
 from bnnx.sweeps.runner import INDEX_FILE, SPEC_FILE
 from bnnx.sweeps.spec import Metric, SweepSpec
 

@@ -46,7 +46,7 @@ def _ratio_row(name: str, ratio: float, target: float, **figures) -> dict:
 
 
 def step_case(name: str, compose, steps: int = 20) -> dict:
-    from bnnx.bench import synthetic_dataset
+    from bnnx.bench.train_step import synthetic_dataset
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import SeedGroup
 
@@ -174,8 +174,8 @@ def vmap_bound(separate_runs: list[dict], vmapped_runs: list[dict], steps: dict,
 
 def seed_cases(compose, only: str | None = None) -> list[dict]:
     """The ratio cases of seeds in one program, of the sweep engine and of data parallelism."""
-    from bnnx.bench_devices import devices_case
-    from bnnx.bench_sweep import overhead_case
+    from bnnx.bench.devices import devices_case
+    from bnnx.bench.sweep import overhead_case
 
     cases = {**{name: lambda name=name: step_case(name, compose) for name in STEP_CASES},
              "vmap-seeds-cell-digits": lambda: cell_case(compose),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from bnnx.config.schema import setting, validate
 from bnnx.data import DatasetConfig
 from bnnx.errors import ConfigError, check
 from bnnx.methods.base import MethodConfig
 from bnnx.models import ModelConfig
-from bnnx.schema import setting, validate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Speed and memory benchmark: train-step throughput, compile time, peak memory, packed vs float
-inference and export size (`bnnx.packed.bench`) → JSON.
+inference and export size (`bnnx.bench.packed`) → JSON.
 
 Targets live here, not in tests: each case records its measured figure next to its
 target and whether it met it. `bnnx bench --out bench.json` (or `make bench`).
@@ -118,8 +118,8 @@ def binarized_vs_fp_case(name: str, compose) -> dict:
 
 
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
-    from bnnx.packed.bench import run_packed_cases
-    from bnnx.bench_seeds import seed_cases
+    from bnnx.bench.packed import run_packed_cases
+    from bnnx.bench.seeds import seed_cases
 
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)

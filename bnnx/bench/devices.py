@@ -21,8 +21,8 @@ def step_seconds(devices: int) -> float:
     """Seconds per train step of the Fashion-MNIST-shaped MLP with `devices` devices (in this process)."""
     import jax
 
-    from bnnx.bench import synthetic_dataset
-    from bnnx.cli.compose import compose_config
+    from bnnx.bench.train_step import synthetic_dataset
+    from bnnx.config.compose import compose_config
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import OneRun
 
@@ -44,7 +44,7 @@ def devices_case(name: str = "data-parallel-2-vs-1-device") -> dict:
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
     if "cpu" in os.environ.get("JAX_PLATFORMS", "cpu"):
         env["JAX_PLATFORMS"] = "cpu"
-    done = subprocess.run([sys.executable, "-m", "bnnx.bench_devices"], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-m", "bnnx.bench.devices"], capture_output=True, text=True, env=env,
                           check=True)
     seconds = json.loads(done.stdout.strip().splitlines()[-1])
     ratio = seconds["1"] / seconds["2"]

@@ -227,9 +227,9 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     Returns the written path (default `<run_dir>/export.npz`) and the manifest."""
     from bnnx.config import config_to_dict
     from bnnx.data import shape_only
+    from bnnx.io import check_writable
     from bnnx.layers import record_layers
     from bnnx.train.experiment import example_input
-    from bnnx.io import check_writable
     from bnnx.train.restore import restore_trained
 
     run_dir = Path(run_dir)

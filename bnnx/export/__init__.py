@@ -1,0 +1,21 @@
+"""Bit-packed export of a trained run (`bnnx export`): the file format and its writer.
+
+`bnnx.export.format` is the file: its entries, `Exported` and `unpack`, imported by every reader
+(the packed engine, foreign-runtime exporters); `bnnx.export.writer` writes a run's export.
+"""
+
+from bnnx.export.format import (
+                                FORMAT,
+                                MANIFEST_KEY,
+                                PACKED_ENCODINGS,
+                                Exported,
+                                export_bytes,
+                                export_run,
+                                export_with_folds,
+                                tensor_entries,
+                                unpack,
+                                write_export,
+)
+
+__all__ = ["FORMAT", "MANIFEST_KEY", "PACKED_ENCODINGS", "Exported", "export_bytes", "export_run",
+           "export_with_folds", "tensor_entries", "unpack", "write_export"]
