@@ -4,18 +4,9 @@
 (the packed engine, foreign-runtime exporters); `bnnx.export.writer` writes a run's export.
 """
 
-from bnnx.export.format import (
-                                FORMAT,
-                                MANIFEST_KEY,
-                                PACKED_ENCODINGS,
-                                Exported,
-                                export_bytes,
-                                export_run,
-                                export_with_folds,
-                                tensor_entries,
-                                unpack,
-                                write_export,
-)
+from bnnx.export.format import (FORMAT, MANIFEST_KEY, PACKED_ENCODINGS, Exported, export_bytes, exported,
+                                tensor_entries, unpack, write_export)
+from bnnx.export.writer import export_run, export_with_folds
 
 __all__ = ["FORMAT", "MANIFEST_KEY", "PACKED_ENCODINGS", "Exported", "export_bytes", "export_run",
-           "export_with_folds", "tensor_entries", "unpack", "write_export"]
+           "export_with_folds", "exported", "tensor_entries", "unpack", "write_export"]

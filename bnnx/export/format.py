@@ -3,9 +3,10 @@
 A binary-bound kernel is stored as the value the forward pass sees, q(w) (its latent weights
 are not exported): binary kernels as sign bits in uint32 words along the reduction axis, one row
 per output channel (+1 ↦ 1, −1 ↦ 0, sign(0) = +1; layout in `bnnx.packed.bits`), ternary kernels
-as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) computes on them. A per-channel scale (XNOR-Net's
-mean|w|) is stored beside it as float32. A kernel whose precision mask is not all 1 (RPR's
-relaxed weights) is stored as its effective float32 value where(mask, q(w)·scale, w).
+as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) computes on them.
+A per-channel scale (XNOR-Net's mean|w|) is stored beside it as float32. A kernel whose precision
+mask is not all 1 (RPR's relaxed weights) is stored as its effective float32 value
+where(mask, q(w)·scale, w).
 Everything else (real kernels, BN, biases, the quant collection) is float32.
 A BatchNorm the packed engine folds (`bnnx.packed.fold`) is stored beside them as `fold/<consumer
 layer>` (derived, int32): per output channel c of its `producer` layer, the consumer's input bit is
@@ -13,9 +14,11 @@ multiplier[c]·y ≥ threshold[c] on the producer's integer sums y (after the ma
 what an embedded consumer of the words runs instead of the float BN. The engine itself finds them
 again at load, on the device that runs it (see `bnnx.packed.engine.load`).
 
-`unpack` reads the file; `Exported.variables()` gives flax variables for the run's model with the
-stored kernels decoded to float in place and every kernel mask at 0, so the float forward pass
-uses them as they are (input quantization is kept): the reference the packed engine must equal.
+This module is the file format, imported by its writer (`bnnx.export.writer`) and by every reader
+(the packed engine, exporters to other runtimes). `unpack` reads the file; `Exported.variables()`
+gives flax variables for the run's model with the stored kernels decoded to float in place and
+every kernel mask at 0, so the float forward pass uses them as they are (input quantization is
+kept): the reference the packed engine must equal.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -111,8 +113,8 @@ def _blob(array: np.ndarray) -> str:
     return {np.dtype(np.uint32): "words", np.dtype(np.int32): "ints"}.get(array.dtype, "floats")
 
 
-def export_bytes(entries: list[dict], info: dict) -> tuple[bytes, dict]:
-    """The .npz of `entries` and a manifest (with `info`), and the manifest.
+def _layout(entries: list[dict], info: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and the manifest (with `info`) that hold `entries`.
 
     All uint32 words go into one array, int32 values into another and float32 values into a
     third, each tensor's planes recorded as [array, offset, count, shape]: one zip entry per kind
@@ -134,6 +136,12 @@ def export_bytes(entries: list[dict], info: dict) -> tuple[bytes, dict]:
     floats = sum(4 * math.prod(t["shape"]) for t in tensors if not t.get("derived"))
     stored = sum(a.nbytes for a in arrays.values())
     manifest = {"format": FORMAT, **info, "bytes": {"stored": stored, "float32": floats}, "tensors": tensors}
+    return arrays, manifest
+
+
+def export_bytes(entries: list[dict], info: dict) -> tuple[bytes, dict]:
+    """The .npz of `entries` and a manifest (with `info`), and the manifest (layout: `_layout`)."""
+    arrays, manifest = _layout(entries, info)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
     return buffer.getvalue(), manifest
@@ -202,56 +210,27 @@ def unpack(path) -> Exported:
             arrays = {key: data[key] for key in data.files if key != MANIFEST_KEY}
         if manifest.get("format") not in READABLE_FORMATS:
             raise CheckpointError(f"{path} has format {manifest.get('format')!r}; expected {FORMAT}")
-        tensors, planes, thresholds = {}, {}, {}
-        for tensor in manifest["tensors"]:
-            found = {plane: _plane(arrays, where) for plane, where in tensor["arrays"].items()}
-            if tensor["encoding"] in PACKED_ENCODINGS:
-                planes[tensor["name"]] = found
-            elif tensor["encoding"] == FOLD_ENCODING:
-                thresholds[tensor["name"].removeprefix("fold/")] = found
-            else:
-                tensors[tensor["name"]] = found["value"]
+        return _read(arrays, manifest)
     except CheckpointError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise CheckpointError(f"{path} is not a bnnx export: {reason}") from None
+
+
+def exported(entries: list[dict], info: dict) -> Exported:
+    """The export of `entries` (with `info`) as `unpack` reads it from the file, without a file."""
+    return _read(*_layout(entries, info))
+
+
+def _read(arrays: dict[str, np.ndarray], manifest: dict) -> Exported:
+    tensors, planes, thresholds = {}, {}, {}
+    for tensor in manifest["tensors"]:
+        found = {plane: _plane(arrays, where) for plane, where in tensor["arrays"].items()}
+        if tensor["encoding"] in PACKED_ENCODINGS:
+            planes[tensor["name"]] = found
+        elif tensor["encoding"] == FOLD_ENCODING:
+            thresholds[tensor["name"].removeprefix("fold/")] = found
+        else:
+            tensors[tensor["name"]] = found["value"]
     return Exported(tensors, planes, manifest, thresholds)
-
-
-# ---- a run ---------------------------------------------------------------------------
-
-def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tuple[Path, dict]:
-    """Export the latest checkpoint of the run in `run_dir`, trained with `config` (a TrainConfig).
-    Needs only the checkpoint: the data set's shapes are known by name, its examples are not read.
-    Returns the written path (default `<run_dir>/export.npz`) and the manifest."""
-    from bnnx.config import config_to_dict
-    from bnnx.data import shape_only
-    from bnnx.io import check_writable
-    from bnnx.layers import record_layers
-    from bnnx.train.experiment import example_input
-    from bnnx.train.restore import restore_trained
-
-    run_dir = Path(run_dir)
-    path = Path(out) if out is not None else run_dir / "export.npz"
-    check_writable(path, "--out")
-    dataset = shape_only(config.dataset)
-    run = restore_trained(run_dir, dataset, config)
-    config, model, variables = run.config, run.model, jax.device_get(run.variables)
-    layers = record_layers(model, example_input(dataset))
-    info = {"model": config_to_dict(dataclasses.replace(config, model=config.trained_model))["model"],
-            "dataset": config.dataset.name, "num_classes": dataset.num_classes,
-            "input_shape": list(dataset.input_shape), "step": run.step,
-            "binary_inputs": [r.name for r in layers if r.binary_inputs], "config": config_to_dict(config)}
-    data, manifest = export_with_folds(tensor_entries(variables, getattr(model, "policy_of", model.policy)), info)
-    write_bytes(path, data)
-    return path, manifest
-
-
-def export_with_folds(entries: list[dict], info: dict) -> tuple[bytes, dict]:
-    """`export_bytes` of `entries` plus the thresholds of the BatchNorms the engine folds in them
-    (found by loading them once: `info` needs the model and its `input_shape`)."""
-    from bnnx.packed.engine import load
-
-    folds = load(io.BytesIO(export_bytes(entries, info)[0]))[1].folds
-    return export_bytes(entries + fold_entries(folds), info)

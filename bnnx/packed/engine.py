@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnx.binarizer import layer_kind
-from bnnx.export import Exported, unpack
+from bnnx.export.format import Exported, unpack
 from bnnx.layers import _Quantized
 from bnnx.packed.fold import SignThresholds, sign_thresholds
 from bnnx.packed.graph import Link, find_links, mark
@@ -196,7 +196,11 @@ def load(path, fold: bool = True):
     the BN folds of its manifest's input shape (an export without one runs every BN in float).
     They are found again here, not read from the export's `fold/` entries: exactness is relative
     to the float path on the device that runs, and exports without them fold too."""
-    exported = unpack(path)
+    return load_exported(unpack(path), fold)
+
+
+def load_exported(exported: Exported, fold: bool = True):
+    """`load` of an export already read (`unpack`, or `bnnx.export.format.exported` of entries)."""
     model, packed = exported.model(), packed_model(exported)
     if fold and exported.manifest.get("input_shape"):
         packed = packed.replace(folds=fold_thresholds(model, packed, exported.manifest["input_shape"])[0])
