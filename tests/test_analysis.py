@@ -232,10 +232,10 @@ def test_analyze_writes_reports_and_pictures(conv_run, run_cli):
 
 
 def test_finetuning_trains_only_real_parameters(mlp_run, digits):
-    from bnnx.config.compose import load_run_config
+    from bnnx.train.rundir import RunDir
     from bnnx.layers import param_labels
 
-    tuner = qbn.finetune_experiment(load_run_config(mlp_run), digits)
+    tuner = qbn.finetune_experiment(RunDir(mlp_run).config(), digits)
     start = tuner.state  # any state will do: the property is which parameters move
     tuned = qbn.finetune_real(tuner, start, start.params, epochs=1)
     labels = flat(param_labels(start.params, start.quant))

@@ -14,7 +14,8 @@ from bnnx.io import write_json, write_jsonl
 from bnnx.layers import flat
 from bnnx.methods.base import scheduled_values
 from bnnx.models import build_model
-from bnnx.sweeps.timing import epochs_to_target, seconds_to_target, speedup, speedup_stats
+from bnnx.sweeps.timing import speedup, speedup_stats
+from bnnx.train.plateau import epochs_to_target, seconds_to_target
 from bnnx.train.experiment import build_experiment
 from bnnx.train.loop import train
 from bnnx.train.step import evaluate
@@ -291,7 +292,8 @@ def test_full_precision_epochs_count_in_the_time_but_cannot_reach_the_target(tmp
     ppt = fake_run(tmp_path / "ppt", [0.88, 0.92, 0.80, 0.897, 0.91, 0.9], [1.0] * 6, binary=[0, 0, 1, 1, 1, 1])
     result = speedup(scratch, ppt)  # target 0.895: scratch at epoch 4, PPT's BNN at epoch 4 (not 2)
     assert (result["scratch_epochs"], result["epochs"], result["epoch_speedup"]) == (4, 4, 1.0)
-    from bnnx.sweeps.timing import load_curve, time_to_plateau
+    from bnnx.sweeps.timing import load_curve
+    from bnnx.train.plateau import time_to_plateau
 
     own = time_to_plateau(load_curve(ppt))  # its own plateau is the BNN's best, 0.91, not the FP 0.92
     assert (own["plateau"], own["epochs"], own["seconds"]) == (0.91, 5, 5.0)

@@ -54,13 +54,13 @@ def test_the_five_paper_tables_are_shipped():
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
-def test_every_sweep_file_composes_for_every_preset_and_cell(path, compose, tmp_path):
+def test_every_sweep_file_composes_for_every_preset_and_cell(path, tmp_path):
     spec = load_spec(path)
     assert set(spec.presets) >= {"smoke", "cpu", "paper"}
     for preset in spec.presets:
         runs = plan_runs(spec, preset, tmp_path, seeds=(0,))
         assert sorted(r.cell for r in runs) == sorted(c.key for c in spec.cells())
-        configs = compose_runs(runs, lambda overrides: compose(*overrides), spec.name)
+        configs = compose_runs(runs, spec.name)
         assert len(configs) == len(runs)
         for run in runs:  # dependencies come first and their run dirs are what the run reads
             position = runs.index(run)
@@ -76,12 +76,14 @@ def test_the_sweep_composer_gives_every_run_the_config_compose_config_gives(path
     """A cell's seeds share one Hydra composition; each run's config (so its config.yaml) is
     still the one composing its own overrides gives, out_dir quoted for Hydra included."""
     from bnnx.config import config_to_dict
-    from bnnx.config.compose import compose_config, sweep_composer
+    from bnnx.config.compose import compose_config
+    from bnnx.sweeps.plan import _quoted
 
     spec = load_spec(path)
     runs = plan_runs(spec, "paper", tmp_path / "a b", seeds=(0, 1))
-    shared = compose_runs(runs, sweep_composer(), spec.name)
-    alone = compose_runs(runs, compose_config, spec.name)
+    shared = compose_runs(runs, spec.name)
+    alone = {run.id: compose_config([*run.overrides, f"out_dir={_quoted(run.run_dir)}"]) for run in runs
+             if not run.provided}
     assert {k: config_to_dict(c) for k, c in shared.items()} == {k: config_to_dict(c) for k, c in alone.items()}
     assert len({c.seed for c in shared.values()}) == 2 and len({c.out_dir for c in shared.values()}) == len(runs)
 
@@ -90,7 +92,8 @@ def test_the_sweep_composer_applies_added_per_run_keys_in_hydras_order():
     from bnnx.config.compose import compose_config, sweep_composer
 
     compose = sweep_composer()
-    for overrides in (["seed=3", "++seed=5"], ["++seed=5", "seed=3"], ["epochs=2", "seed=4", "out_dir=x"]):
+    for overrides in (["seed=3", "++seed=5"], ["++seed=5", "seed=3"], ["epochs=2", "seed=4", "out_dir=x"],
+                      ["resume=true", "seed=2", "out_dir=y"]):
         assert compose(overrides) == compose_config(overrides)
 
 
@@ -197,9 +200,7 @@ def fake_execute(fail_cells=(), interrupt_at=None):
 
 
 def sweep(tmp_path, launcher, spec=None, **kwargs):
-    from bnnx.config.compose import compose_config
-
-    return run_sweep(spec or tiny_spec(), "smoke", compose_config, tmp_path / "out", spec_text="x", launcher=launcher, **kwargs)
+    return run_sweep(spec or tiny_spec(), "smoke", tmp_path / "out", spec_text="x", launcher=launcher, **kwargs)
 
 
 def test_interrupted_sweep_reruns_only_what_is_not_done(tmp_path):
@@ -237,11 +238,10 @@ def test_a_folder_holding_another_config_is_refused_before_any_run(tmp_path):
     import dataclasses
 
     from bnnx.config import config_to_dict
-    from bnnx.config.compose import compose_config
 
     sweep(tmp_path, LocalLauncher(fake_execute()), seeds=(0,))
     run = plan_runs(tiny_spec(), "smoke", tmp_path / "out", seeds=(0,))[0]
-    recorded = dataclasses.replace(compose_runs([run], compose_config, "tiny")[run.id], epochs=99)
+    recorded = dataclasses.replace(compose_runs([run], "tiny")[run.id], epochs=99)
     (run.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(recorded)))
     execute = fake_execute()
     with pytest.raises(ConfigError, match="epochs=99"):
@@ -261,14 +261,12 @@ def test_a_folder_of_another_preset_or_missing_data_is_refused_before_any_run(tm
     presets = {"smoke": {"overrides": ["epochs=1"]}, "cpu": {"overrides": ["epochs=2"]}}
     sweep(tmp_path, LocalLauncher(fake_execute()), spec=tiny_spec(presets=presets), seeds=(0,))
     execute = fake_execute()
-    from bnnx.config.compose import compose_config
-
     with pytest.raises(ConfigError, match="holds sweep 'tiny' with preset 'smoke'"):
-        run_sweep(tiny_spec(presets=presets), "cpu", compose_config, tmp_path / "out", spec_text="x",
+        run_sweep(tiny_spec(presets=presets), "cpu", tmp_path / "out", spec_text="x",
                   launcher=LocalLauncher(execute))
     no_data = tiny_spec(base=["model.hidden=[8]", "dataset=fashion_mnist", f"dataset.data_dir={tmp_path / 'none'}"])
     with pytest.raises(DataNotFoundError, match="bnnx data prepare fashion_mnist"):
-        run_sweep(no_data, "smoke", compose_config, tmp_path / "other", spec_text="x", launcher=LocalLauncher(execute))
+        run_sweep(no_data, "smoke", tmp_path / "other", spec_text="x", launcher=LocalLauncher(execute))
     assert execute.calls == [] and not (tmp_path / "other").exists()
 
 

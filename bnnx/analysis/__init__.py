@@ -42,13 +42,13 @@ def analyze_run(run_dir: Path, bits: list[int], finetune: int = 0, merge_negatio
     """
     from bnnx.analysis import plots
     from bnnx.analysis.signs import SIGNS_FILE
-    from bnnx.train.restore import read_run_config
+    from bnnx.train.rundir import RunDir
     from bnnx.data import load_dataset
 
     run_dir = Path(run_dir)
     check(run_dir.is_dir(), f"{run_dir} is not a folder")
     check(finetune >= 0, f"--finetune must be >= 0 epochs (got {finetune})")
-    config = dataclasses.replace(read_run_config(run_dir), out_dir=None, resume=False)
+    config = dataclasses.replace(RunDir(run_dir).config(), out_dir=None, resume=False)
     result = Analysis(run_dir)
     if (run_dir / SIGNS_FILE).exists():
         result.signs = read_json(run_dir / SIGNS_FILE)

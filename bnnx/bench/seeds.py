@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 
+from bnnx.config.compose import compose_config
 from bnnx.io import read_json
 
 SEEDS = 5
@@ -45,14 +46,14 @@ def _ratio_row(name: str, ratio: float, target: float, **figures) -> dict:
             **figures}
 
 
-def step_case(name: str, compose, steps: int = 20) -> dict:
+def step_case(name: str, steps: int = 20) -> dict:
     from bnnx.bench.train_step import synthetic_dataset
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import SeedGroup
 
     overrides, shape, batch_size = STEP_CASES[name]
     dataset = synthetic_dataset(shape, batch_size)
-    experiments = [build_experiment(compose([*overrides, f"batch_size={batch_size}", "epochs=1", f"seed={s}"]),
+    experiments = [build_experiment(compose_config([*overrides, f"batch_size={batch_size}", "epochs=1", f"seed={s}"]),
                                     dataset=dataset) for s in range(SEEDS)]
     states = [e.recipe.prepare(e.state) for e in experiments]
     batch = next(dataset.train_batches(0, batch_size, 0))
@@ -115,7 +116,7 @@ def _sweep_round(folder: Path, sweep_file: Path, variant: str) -> tuple[float, l
     return wall, summaries
 
 
-def cell_case(compose, name: str = "vmap-seeds-cell-digits") -> list[dict]:
+def cell_case(name: str = "vmap-seeds-cell-digits") -> list[dict]:
     """Wall time of a fresh `bnnx sweep` process for a 5-seed digits cell, without and with
     --vmap-seeds, and of its 1-seed run (compilation cache off in all, so each compiles); beside
     it, the same 5 runs as one `bnnx train` process each (a launcher that starts a process per run)."""
@@ -133,8 +134,8 @@ def cell_case(compose, name: str = "vmap-seeds-cell-digits") -> list[dict]:
                                             f"seed={seed}", f"out_dir={folder / 'own' / str(seed)}"))
                         for seed in range(SEEDS))
     (separate, separate_runs), (vmapped, vmapped_runs) = best["separate"], best["vmapped"]
-    steps = step_case("vmap-seeds-step-mlp-digits", compose)
-    bound = vmap_bound(separate_runs, vmapped_runs, steps, _cell_steps(compose))
+    steps = step_case("vmap-seeds-step-mlp-digits")
+    bound = vmap_bound(separate_runs, vmapped_runs, steps, _cell_steps())
     study = vmapped / best["one_seed"][0]
     return [
         _ratio_row(name, separate / vmapped, 2.0, seeds=SEEDS, rounds=CELL_ROUNDS, separate_s=round(separate, 2),
@@ -148,11 +149,11 @@ def cell_case(compose, name: str = "vmap-seeds-cell-digits") -> list[dict]:
     ]
 
 
-def _cell_steps(compose) -> int:
+def _cell_steps() -> int:
     """Train steps of one run of the cell (its preset's epochs)."""
     from bnnx.data import load_dataset
 
-    config = compose(["method=ste", "model=mlp", "dataset=digits", "epochs=5"])
+    config = compose_config(["method=ste", "model=mlp", "dataset=digits", "epochs=5"])
     return config.epochs * load_dataset(config.dataset).steps_per_epoch(config.batch_size)
 
 
@@ -172,15 +173,15 @@ def vmap_bound(separate_runs: list[dict], vmapped_runs: list[dict], steps: dict,
             "outside_programs_max_for_2x_s": round(single - 2 * vmapped, 2)}
 
 
-def seed_cases(compose, only: str | None = None) -> list[dict]:
+def seed_cases(only: str | None = None) -> list[dict]:
     """The ratio cases of seeds in one program, of the sweep engine and of data parallelism."""
     from bnnx.bench.devices import devices_case
     from bnnx.bench.sweep import overhead_case
 
-    cases = {**{name: lambda name=name: step_case(name, compose) for name in STEP_CASES},
-             "vmap-seeds-cell-digits": lambda: cell_case(compose),
-             "sweep-run-overhead-jobs1": lambda: overhead_case(compose, 1),
-             "sweep-run-overhead-jobs2": lambda: overhead_case(compose, 2),
+    cases = {**{name: lambda name=name: step_case(name) for name in STEP_CASES},
+             "vmap-seeds-cell-digits": lambda: cell_case(),
+             "sweep-run-overhead-jobs1": lambda: overhead_case(1),
+             "sweep-run-overhead-jobs2": lambda: overhead_case(2),
              "data-parallel-2-vs-1-device": devices_case}
     rows = []
     for name, case in cases.items():

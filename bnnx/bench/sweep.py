@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bnnx.config.compose import compose_config
 from bnnx.io import read_json
 
 RUNS, EPOCHS, TARGET_S = 4, 3, 0.5
@@ -28,13 +29,13 @@ def timed_execute(job: dict) -> dict:
     return {**outcome, "seconds": time.perf_counter() - began, "worker": os.getpid()}
 
 
-def overhead_case(compose, jobs: int) -> dict:
+def overhead_case(jobs: int) -> dict:
     from bnnx.config import config_to_dict
     from bnnx.sweeps.launchers import JoblibLauncher, LocalLauncher
 
     launcher = LocalLauncher(timed_execute) if jobs == 1 else JoblibLauncher(jobs, timed_execute)
     with tempfile.TemporaryDirectory() as folder:
-        configs = [compose(["method=ste", "model=mlp", f"epochs={EPOCHS}", f"seed={seed}",
+        configs = [compose_config(["method=ste", "model=mlp", f"epochs={EPOCHS}", f"seed={seed}",
                             f"out_dir={Path(folder) / f'seed{seed}'}"]) for seed in range(RUNS)]
         outcomes = dict(launcher.launch([{"config": config_to_dict(c), "resume": False} for c in configs]))
         overheads, seen = [], set()

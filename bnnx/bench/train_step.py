@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnnx.config.compose import compose_config
 from bnnx.data.base import ArrayDataset
 from bnnx.io import write_json
 from bnnx.train.provenance import versions
@@ -48,10 +49,10 @@ def synthetic_dataset(shape, batch_size: int, num_classes: int = 10) -> ArrayDat
                         normalize=lambda x: x.astype(jnp.float32) / 255.0)
 
 
-def run_case(case: Case, compose) -> dict:
+def run_case(case: Case) -> dict:
     from bnnx.train.experiment import build_experiment
 
-    config = compose([*case.overrides, f"batch_size={case.batch_size}", "epochs=1"])
+    config = compose_config([*case.overrides, f"batch_size={case.batch_size}", "epochs=1"])
     dataset = synthetic_dataset(case.input_shape, case.batch_size)
     experiment = build_experiment(config, dataset=dataset)
     state = experiment.recipe.prepare(experiment.state)
@@ -82,11 +83,11 @@ BINARIZED_VS_FP = {
 BINARIZED_VS_FP_TARGET = 1.05
 
 
-def _prepared_step(compose, overrides, shape, batch_size):
+def _prepared_step(overrides, shape, batch_size):
     from bnnx.train.experiment import build_experiment
 
     dataset = synthetic_dataset(shape, batch_size)
-    experiment = build_experiment(compose([*overrides, f"batch_size={batch_size}", "epochs=1"]), dataset=dataset)
+    experiment = build_experiment(compose_config([*overrides, f"batch_size={batch_size}", "epochs=1"]), dataset=dataset)
     batch = next(dataset.train_batches(0, batch_size, 0))
     holder = [experiment.for_epoch(experiment.recipe.prepare(experiment.state), 0)]
 
@@ -101,12 +102,12 @@ def _prepared_step(compose, overrides, shape, batch_size):
     return block
 
 
-def binarized_vs_fp_case(name: str, compose) -> dict:
+def binarized_vs_fp_case(name: str) -> dict:
     """Train-step seconds of the binarized model over its FP twin's, the best of the case's
     interleaved blocks each (interleaving shares the machine's drift between the two)."""
     overrides, shape, batch_size, steps, rounds = BINARIZED_VS_FP[name]
-    binarized = _prepared_step(compose, (*overrides, "method=ste"), shape, batch_size)
-    full = _prepared_step(compose, (*overrides, "method=fp"), shape, batch_size)
+    binarized = _prepared_step((*overrides, "method=ste"), shape, batch_size)
+    full = _prepared_step((*overrides, "method=fp"), shape, batch_size)
     times = {"binarized": [], "fp": []}
     for _ in range(rounds):
         times["binarized"].append(binarized(steps))
@@ -117,15 +118,15 @@ def binarized_vs_fp_case(name: str, compose) -> dict:
             "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
 
 
-def run_benchmark(compose, out: str, only: str | None = None) -> dict:
+def run_benchmark(out: str, only: str | None = None) -> dict:
     from bnnx.bench.packed import run_packed_cases
     from bnnx.bench.seeds import seed_cases
 
-    results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
+    results = [run_case(case) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
-              "ratio_cases": [binarized_vs_fp_case(name, compose) for name in BINARIZED_VS_FP
-                              if only is None or only in name] + seed_cases(compose, only),
+              "ratio_cases": [binarized_vs_fp_case(name) for name in BINARIZED_VS_FP
+                              if only is None or only in name] + seed_cases(only),
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out, report)
     return report

@@ -5,15 +5,12 @@ Every command turns bad input into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-
-from bnnx.errors import BnnxError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="bnnx: train binarized and ternary neural networks, reproduce the papers' tables.")
@@ -46,29 +43,13 @@ def global_options(
     configure(jax_cache, enabled=not no_jax_cache)
 
 
-def user_errors(command):
-    """Print a BnnxError as one line and exit with its code (2), never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except BnnxError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(error.exit_code)
-
-    return wrapper
-
-
 def _register_commands() -> None:
-    from bnnx.cli import train  # noqa: F401  (each module adds its commands to `app`)
+    """Add each command module's commands to `app` (once), in the order `bnnx --help` lists them."""
+    from bnnx.cli import analyze, bench, data, eval, export, imports, summary, sweep, train
 
-    for name in ("data", "summary", "sweep", "analyze", "export", "eval", "bench", "imports"):
-        try:
-            __import__(f"bnnx.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"bnnx.cli.{name}":
-                raise
+    if not app.registered_groups:
+        for module in (train, data, summary, sweep, analyze, export, eval, bench, imports):
+            app.add_typer(module.commands)
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 ANALYZE_HELP = (
     "Analyze a finished run (Stable signs / QBN paper).\n\n"
@@ -17,7 +19,7 @@ ANALYZE_HELP = (
 )
 
 
-@app.command(help=ANALYZE_HELP)
+@commands.command(help=ANALYZE_HELP)
 @user_errors
 def analyze(
     run_dir: Path = typer.Argument(..., help="Run folder (holds config.yaml and checkpoints/)."),

@@ -6,10 +6,12 @@ from typing import Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 
-@app.command(help="Benchmark train-step speed and memory; results (with targets) go to a JSON file.")
+@commands.command(help="Benchmark train-step speed and memory; results (with targets) go to a JSON file.")
 @user_errors
 def bench(out: str = typer.Option("bench.json", "--out", help="Where to write the results."),
           only: Optional[str] = typer.Option(None, "--only", help="Run only cases whose name contains this.")):
@@ -17,9 +19,8 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
     from rich.table import Table
 
     from bnnx.bench.train_step import run_benchmark
-    from bnnx.config.compose import compose_config
 
-    report = run_benchmark(compose_config, out, only)
+    report = run_benchmark(out, only)
     table = Table(title=f"bnnx bench ({report['backend']}, {report['versions']['device']})")
     for column in ("case", "compile s", "step ms", "measured", "target", "met"):
         table.add_column(column)

@@ -6,10 +6,12 @@ from typing import Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data sets (tensorflow-datasets, array_record) offline.")
-app.add_typer(data_app, name="data")
+commands.add_typer(data_app, name="data")
 
 PREPARE_HELP = """Prepare data set NAME (mnist, fashion_mnist, cifar10, cifar100, imagenet2012) so that
 `bnnx train dataset=NAME` finds it. --from DIR reads local files: fashion_mnist from

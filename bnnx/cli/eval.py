@@ -7,7 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 EVAL_HELP = """Evaluate PATH on its data set's test split and print one line
 `test_accuracy=… test_top5_accuracy=… examples=…`.
@@ -23,9 +25,9 @@ def _base_config(path: Path) -> dict:
     from bnnx.export import unpack
 
     if path.is_dir():
-        from bnnx.config.compose import load_run_config
+        from bnnx.train.rundir import RunDir
 
-        return config_to_dict(load_run_config(path))
+        return config_to_dict(RunDir(path).config())
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
     manifest = unpack(path).manifest
@@ -51,7 +53,7 @@ def _with_overrides(values: dict, overrides: list[str]):
         raise ConfigError(" ".join(str(error).split())[:300]) from None
 
 
-@app.command("eval", help=EVAL_HELP)
+@commands.command("eval", help=EVAL_HELP)
 @user_errors
 def eval_command(
     path: Path = typer.Argument(..., help="A run directory or an export file (.npz)."),

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 import_app = typer.Typer(no_args_is_help=True, help="Turn weights trained elsewhere into finished bnnx runs.")
-app.add_typer(import_app, name="import")
+commands.add_typer(import_app, name="import")
 
 TORCHVISION_HELP = """Turn a torchvision state dict of ARCH (resnet18, resnet50, googlenet) into a finished
 method=fp run in OUT_DIR (ImageNet, 224x224, 1000 classes) that `bnnx sweep --use CELL=OUT_DIR` and

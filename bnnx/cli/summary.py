@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 SUMMARY_HELP = """Show a model's layers with their parameters (binary/ternary/real), packed storage
 (binary 1 bit, ternary 2 bits, real 32 bits), MACs (binary vs real) and the compression ratio.
@@ -14,7 +16,7 @@ OVERRIDES are the same as for `bnnx train`, e.g. model=resnet18 dataset=imagenet
 model.kernel_quantizer=ternary. The data set need not be downloaded."""
 
 
-@app.command(help=SUMMARY_HELP)
+@commands.command(help=SUMMARY_HELP)
 @user_errors
 def summary(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value)."),

@@ -11,7 +11,9 @@ from typing import List, Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 SWEEP_HELP = """Run every cell × seed of a sweep file (sweeps/*.yaml, or a bundled table's name such as
 bnew_cifar) as ordinary training runs.
@@ -62,7 +64,7 @@ def _command(sweep_file: Path, preset: str, seeds, jobs, launcher, out, only, us
     return " ".join(parts)
 
 
-@app.command(help=SWEEP_HELP)
+@commands.command(help=SWEEP_HELP)
 @user_errors
 def sweep(
     sweep_file: Path = typer.Argument(..., help="A sweep file, e.g. sweeps/bnew_cifar.yaml, or a bundled one's "
@@ -80,20 +82,19 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the runs; run nothing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress view."),
 ):
-    from bnnx.config.compose import sweep_composer
     from bnnx.sweeps import load_spec, make_launcher, run_sweep
 
     sweep_file = resolve_sweep_file(sweep_file)
     spec = load_spec(sweep_file)
-    spec.preset(preset)
+    settings = spec.preset(preset)  # an unknown preset is refused before anything else
     out = out or Path("sweep_runs") / f"{spec.name}-{preset}"
     provided, options = _pairs(use, "--use"), _pairs(launcher_opt, "--launcher-opt")
-    runner = make_launcher(launcher, jobs, spec.name, out, spec.preset(preset).resources, options)
+    runner = make_launcher(launcher, jobs, spec.name, out, settings.resources, options)
     seed_list = tuple(range(seeds)) if seeds else None
     if dry_run:
-        _dry_run(spec, preset, out, seed_list, only, provided, runner, sweep_composer())
+        _dry_run(spec, preset, out, seed_list, only, provided, runner)
         return
-    result = run_sweep(spec, preset, sweep_composer(), out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
+    result = run_sweep(spec, preset, out, spec_text=Path(sweep_file).read_text(), seeds=seed_list,
                        only=only, provided=provided, launcher=runner, quiet=quiet, vmap_seeds=vmap_seeds,
                        command=_command(sweep_file, preset, seeds, jobs, launcher, out, only, use, launcher_opt,
                                         vmap_seeds))
@@ -107,13 +108,13 @@ def sweep(
     raise typer.Exit(result.exit_code)
 
 
-def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
+def _dry_run(spec, preset, out, seeds, only, provided, runner) -> None:
     from bnnx.sweeps import compose_runs, plan_runs
     from bnnx.sweeps.runner import check_sweep_folder, data_problems, disk_status
 
     check_sweep_folder(out, spec, preset)
     runs = plan_runs(spec, preset, out, seeds, only, provided)
-    configs = compose_runs(runs, compose, spec.name)
+    configs = compose_runs(runs, spec.name)
     runner.check()
     for run in runs:
         typer.echo(f"{run.cell} seed {run.seed} [{disk_status(run)}]: {' '.join(run.overrides)}")
@@ -122,7 +123,7 @@ def _dry_run(spec, preset, out, seeds, only, provided, runner, compose) -> None:
     typer.echo(f"{len(runs)} runs compose; launcher {runner.name}; out {out}")
 
 
-@app.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
+@commands.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
 @user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
     from bnnx.sweeps.report import write_report
@@ -148,8 +149,6 @@ def hydra_multirun() -> None:
 
 
 if __name__ == "__main__":
-    from bnnx.cli import (
-        sweep as module,  # the importable module, so launchers can pickle hydra_job
-    )
+    from bnnx.cli import sweep as module  # the importable module, so launchers can pickle hydra_job
 
     module.hydra_multirun()

@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from bnnx.cli import app, user_errors
+from bnnx.cli.common import user_errors
+
+commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 from bnnx.config.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
 
 
@@ -30,7 +32,7 @@ metrics.jsonl, summary.json, checkpoints/. Exit codes: 0 completed, 2 bad input,
 """
 
 
-@app.command(help=TRAIN_HELP)
+@commands.command(help=TRAIN_HELP)
 @user_errors
 def train(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value).",
@@ -39,6 +41,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
     from bnnx.errors import ConfigError
+    from bnnx.train.rundir import resolve_resume
 
     overrides = list(overrides or [])
     if cfg is not None:
@@ -46,7 +49,7 @@ def train(
             raise ConfigError(f"unknown --cfg '{cfg}'; valid options: job")
         typer.echo(config_yaml(overrides))
         return
-    config = _resolve_resume(overrides, compose_config(overrides))
+    config = resolve_resume(compose_config(overrides), overrides)
     from bnnx.train.loop import train as run_training
 
     result = run_training(config, quiet=quiet)
@@ -58,41 +61,7 @@ def train(
     raise typer.Exit(result.exit_code)
 
 
-def _resolve_resume(overrides: list[str], config):
-    """With resume=true, the run's own config.yaml is the base: `bnnx train resume=true out_dir=D`
-    needs nothing else, and any other override must agree with what the run recorded."""
-    if not config.resume or not config.out_dir:
-        return config
-    import dataclasses
-    from pathlib import Path
-
-    from bnnx.config import config_to_dict
-    from bnnx.config.compose import load_run_config
-    from bnnx.errors import ConfigError
-
-    if not (Path(config.out_dir) / "config.yaml").exists():
-        return config  # the loop reports that there is nothing to resume
-    saved = load_run_config(Path(config.out_dir))
-    keys = {o.partition("=")[0].lstrip("+~") for o in overrides} - {"resume", "out_dir"}
-    if keys:
-        mine, theirs = _flat(config_to_dict(config)), _flat(config_to_dict(saved))
-        for key in sorted(mine):
-            if key not in ("resume", "out_dir") and mine.get(key) != theirs.get(key):
-                raise ConfigError(f"cannot resume with a different config: {key}={mine[key]!r} but the run has {theirs.get(key)!r}")
-    return dataclasses.replace(saved, resume=True, out_dir=config.out_dir)
-
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-@app.command("list", help="List the config groups and their options.")
+@commands.command("list", help="List the config groups and their options.")
 @user_errors
 def list_options():
     for group in GROUPS:

@@ -1,16 +1,25 @@
-"""Hydra composition: the only place bnnx touches Hydra. Turns overrides into a typed TrainConfig."""
+"""Hydra composition: the only place bnnx touches Hydra. Turns overrides into a typed TrainConfig.
+
+`compose_config` (also `bnnx.compose`) is the library's one way to do it: the CLI, sweeps, benches
+and notebooks call it with the overrides `bnnx train` takes, e.g.
+`bnnx.compose(["method=rpr", "model=mlp", "epochs=5"])`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bnnx.errors import ConfigError
 from bnnx.resources import conf_dir
 
+if TYPE_CHECKING:
+    from bnnx.config.config import TrainConfig
+
 CONF_DIR = conf_dir()
 GROUPS = ("method", "model", "dataset", "logger")
-PER_RUN_KEYS = ("seed", "out_dir")  # what the runs of a sweep's cell differ in
+# what the runs of a sweep's cell may differ in: they share one composition, and a vectorised
+# group of seeds one program (bnnx.train.seeds)
+PER_RUN_KEYS = ("seed", "out_dir", "resume")
 
 
 def group_options(group: str) -> list[str]:
@@ -113,17 +122,19 @@ def _one_line(message: str, overrides: list[str]) -> str:
     return text[:300]
 
 
-def compose_config(overrides: list[str]):
-    from bnnx.config import config_from_dict
+def compose_config(overrides: list[str]) -> TrainConfig:
+    """The typed config that `bnnx train OVERRIDES` runs, from Hydra overrides such as
+    `["method=bop", "model.hidden=[512,512]", "epochs=10"]`; bad input is a one-line ConfigError."""
+    from bnnx.config.config import config_from_dict
 
     return config_from_dict(compose_dict(overrides))
 
 
-def sweep_composer() -> Callable[[list[str]], object]:
+def sweep_composer() -> Callable[[list[str]], TrainConfig]:
     """`compose_config` for the runs of one sweep command: runs that differ only in seed and
     out_dir (a cell's seeds) share one Hydra composition, and each gets the config, hence the
     config.yaml, that `compose_config` gives it. The cache lives as long as the function."""
-    from bnnx.config import config_from_dict
+    from bnnx.config.config import config_from_dict
 
     composed: dict = {}
     return lambda overrides: config_from_dict(compose_dict(overrides, composed))
@@ -133,10 +144,3 @@ def config_yaml(overrides: list[str]) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.create(compose_dict(overrides)))
-
-
-def load_run_config(run_dir: Path):
-    """The typed config a run recorded in its config.yaml (one-line error if it is not a run)."""
-    from bnnx.train.restore import read_run_config
-
-    return read_run_config(run_dir)

@@ -143,6 +143,18 @@ def _plain(value):
     return value
 
 
+def flat_dict(values: dict, prefix: str = "") -> dict:
+    """A nested dict as one level of dotted keys ({"method": {"lr": 0.1}} -> {"method.lr": 0.1});
+    an empty dict stays a value."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_to_dict(config: TrainConfig) -> dict:
     out = {}
     for field in dataclasses.fields(config):

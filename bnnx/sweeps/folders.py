@@ -10,7 +10,7 @@ from bnnx.errors import BnnxError, CorruptFileError
 from bnnx.io import read_json_object, read_jsonl
 from bnnx.lock import FolderBusyError, is_locked
 from bnnx.train.checkpoint import Checkpoints
-from bnnx.train.rundir import rows_before
+from bnnx.train.rundir import RunDir
 
 FINAL = ("completed", "diverged")
 
@@ -39,7 +39,7 @@ def check_run_folder(run_dir) -> None:
         _, position = checkpoints.restore_tree()
     finally:
         checkpoints.close()
-    rows_before(run_dir, position["epoch"])
+    RunDir(run_dir).rows_before(position["epoch"])
 
 
 def check_yaml_file(path):

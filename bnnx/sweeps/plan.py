@@ -134,8 +134,12 @@ def waves(runs: list[Run]) -> list[list[Run]]:
     return out
 
 
-def compose_runs(runs: list[Run], compose: Callable[[list[str]], object], spec_name: str) -> dict:
-    """The typed config of every run (out_dir set), or a ConfigError naming the cell; runs nothing."""
+def compose_runs(runs: list[Run], spec_name: str) -> dict:
+    """The typed config of every run (out_dir set), or a ConfigError naming the cell; runs nothing.
+    A cell's seeds share one Hydra composition (`sweep_composer`)."""
+    from bnnx.config.compose import sweep_composer
+
+    compose = sweep_composer()
     configs = {}
     for run in runs:
         if run.provided:

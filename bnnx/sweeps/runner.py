@@ -17,7 +17,6 @@ import shutil
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from bnnx.errors import ConfigError, DataNotFoundError
 from bnnx.io import check_writable, read_json_object, write_json, write_text
@@ -207,7 +206,7 @@ def prepare_job(run: Run, config, sweep_dir: Path) -> dict:
     return {"config": config_to_dict(dataclasses.replace(config, resume=resume)), "resume": resume}
 
 
-def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], object], sweep_dir: Path, *,
+def run_sweep(spec: SweepSpec, preset: str, sweep_dir: Path, *,
               spec_text: str, seeds=None, only=None, provided=None, launcher=None, quiet: bool = True,
               command: str = "", vmap_seeds: bool = False) -> SweepResult:
     """Validate the whole sweep (every run composes, folders agree and read back), then run what is
@@ -219,7 +218,7 @@ def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], objec
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
         with FolderLock(sweep_dir, "--out sweep"):
-            return _validate_and_run(spec, preset, compose, sweep_dir, spec_text=spec_text, seeds=seeds, only=only,
+            return _validate_and_run(spec, preset, sweep_dir, spec_text=spec_text, seeds=seeds, only=only,
                                      provided=provided, launcher=launcher, quiet=quiet, command=command,
                                      vmap_seeds=vmap_seeds)
     except BaseException:
@@ -228,11 +227,11 @@ def run_sweep(spec: SweepSpec, preset: str, compose: Callable[[list[str]], objec
         raise
 
 
-def _validate_and_run(spec, preset, compose, sweep_dir, *, spec_text, seeds, only, provided, launcher, quiet,
+def _validate_and_run(spec, preset, sweep_dir, *, spec_text, seeds, only, provided, launcher, quiet,
                       command, vmap_seeds) -> SweepResult:
     check_sweep_folder(sweep_dir, spec, preset)
     runs = plan_runs(spec, preset, sweep_dir, seeds, only, provided)
-    configs = compose_runs(runs, compose, spec.name)
+    configs = compose_runs(runs, spec.name)
     check_recorded_configs(runs, configs)
     check_run_folders(runs)
     launcher = launcher or LocalLauncher()

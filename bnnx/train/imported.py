@@ -11,9 +11,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bnnx.config import TrainConfig, config_to_dict
+from bnnx.config import TrainConfig
 from bnnx.errors import CheckpointError
-from bnnx.io import write_json, write_jsonl, write_text
+from bnnx.train.rundir import RunDir, prepare_run_dir, run_summary
 
 
 def write_imported_run(config: TrainConfig, variables: dict, source: dict) -> Path:
@@ -23,7 +23,6 @@ def write_imported_run(config: TrainConfig, variables: dict, source: dict) -> Pa
     from bnnx.summary import run_precision
     from bnnx.train.checkpoint import Checkpoints
     from bnnx.train.experiment import build_experiment
-    from bnnx.train.loop import _yaml, prepare_run_dir
     from bnnx.train.provenance import versions
 
     started = time.time()
@@ -42,13 +41,11 @@ def write_imported_run(config: TrainConfig, variables: dict, source: dict) -> Pa
                                  "sums": {"loss": 0.0, "correct": 0.0, "count": 0.0}})
     finally:
         checkpoints.close()
-    write_text(run_dir / "config.yaml", _yaml(config_to_dict(config)))
-    write_jsonl(run_dir / "metrics.jsonl", [])
-    write_json(run_dir / "summary.json", {
-        "status": "completed", "imported_from": source, "test_accuracy": None, "best_test_accuracy": None,
-        "epochs_done": config.epochs, "epochs": config.epochs, "wall_time_s": time.time() - started,
-        "train_time_s": 0.0, "test_accuracy_curve": [], "compile_time_s": 0.0, "time_to_plateau": None,
-        "parameters": run_precision(experiment.layers, config.trained_model, state.params, state.quant),
-        "seed": config.seed, "method": config.method.name, "model": config.model.name,
-        "dataset": config.dataset.name, "versions": versions()})
+    record = RunDir(run_dir)
+    record.write_config(config)
+    record.write_rows([])
+    record.write_summary(run_summary(
+        config, [], status="completed", wall_time_s=time.time() - started, epochs_done=config.epochs,
+        parameters=run_precision(experiment.layers, config.trained_model, state.params, state.quant),
+        versions=versions(), imported_from=source))
     return run_dir

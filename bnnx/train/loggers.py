@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from bnnx.config import TrainConfig, config_to_dict
+from bnnx.config import TrainConfig, config_to_dict, flat_dict
 from bnnx.errors import ConfigError
 from bnnx.observers import Observer, scalars
 
@@ -80,7 +80,7 @@ class MLflow(Observer):
         except mlflow.exceptions.MlflowException as error:
             raise ConfigError(f"logger=mlflow: {' '.join(str(error).split())[:300]}") from None
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id
-        for key, value in _flatten(config_to_dict(config)).items():
+        for key, value in flat_dict(config_to_dict(config)).items():
             self.client.log_param(self.run_id, key, str(value)[:500])
 
     def _log(self, values: dict[str, float], step: int, prefix: str = "") -> None:
@@ -125,16 +125,6 @@ def _import(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(f"logger={extra} needs {module}: pip install 'bnnx[{extra}]'") from None
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _metric_key(key: str) -> str:

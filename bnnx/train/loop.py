@@ -21,20 +21,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnx.config import TrainConfig, config_to_dict
+from bnnx.config import TrainConfig
 from bnnx.data import load_dataset
-from bnnx.io import check_writable, write_json, write_jsonl, write_text
+from bnnx.io import check_writable
 from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
 from bnnx.summary import run_precision
-from bnnx.sweeps.timing import curve_from_rows, time_to_plateau
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
 from bnnx.train.provenance import versions
-from bnnx.train.rundir import RunResult, check_run_dir, default_run_dir, prepare_run_dir, rows_before  # noqa: F401 (API)
+from bnnx.train.rundir import RunDir, RunResult, prepare_run_dir, run_summary  # noqa: F401 (API: prepare_run_dir)
 from bnnx.train.seeds import NotVectorisable, check_vectorisable, program_for
 from bnnx.train.step import zero_sums
 
@@ -81,18 +80,18 @@ def train_seeds(configs: list[TrainConfig], *, quiet: bool = True, dataset=None)
 @contextmanager
 def _claimed(configs: list[TrainConfig]):
     """The runs' folders, checked, created and locked (in the configs' order) for the block."""
-    run_dirs = [Path(c.out_dir) if c.out_dir else default_run_dir(c) for c in configs]
+    run_dirs = [RunDir.of(c).path for c in configs]
     created = []
     try:
         with ExitStack() as locks:
             for config, run_dir in zip(configs, run_dirs):
-                check_run_dir(config, run_dir)
+                RunDir(run_dir).check(config)
                 check_writable(run_dir, "out_dir")
                 if not run_dir.exists():
                     created.append(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 locks.enter_context(FolderLock(run_dir))
-                check_run_dir(config, run_dir)  # again, now that no one else can write it
+                RunDir(run_dir).check(config)  # again, now that no one else can write it
             yield run_dirs
     except BaseException:
         for run_dir in created:
@@ -116,6 +115,10 @@ class _Member:
     @property
     def config(self) -> TrainConfig:
         return self.exp.config
+
+    @property
+    def record(self) -> RunDir:
+        return RunDir(self.run_dir)
 
 
 class Trainer:
@@ -152,9 +155,9 @@ class Trainer:
             raise
         for member in self.members:  # after the checks: a refused resume writes nothing
             member.observers = build_observers(member.config, member.run_dir, member.exp)
-            write_text(member.run_dir / "config.yaml", _yaml(config_to_dict(member.config)))
+            member.record.write_config(member.config)
             if member.config.resume:  # the record of the epochs resumed, without rows or lines past them
-                write_jsonl(member.run_dir / "metrics.jsonl", member.rows)
+                member.record.write_rows(member.rows)
         state = self.program.stack(states)
         try:
             with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.members[0].exp.steps_per_epoch,
@@ -172,7 +175,7 @@ class Trainer:
         state = member.exp.state
         if member.config.resume:
             state, member.position = member.checkpoints.restore(state)
-            member.rows = rows_before(member.run_dir, member.position["epoch"])
+            member.rows = member.record.rows_before(member.position["epoch"])
             return state
         member.position = {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}
         return member.exp.recipe.prepare(state)
@@ -243,7 +246,7 @@ class Trainer:
         row["epoch_time_s"] = time.time() - began
         row["compile_time_s"] = min(compile_seconds() - compiled, row["epoch_time_s"])
         member.rows.append(row)
-        write_jsonl(member.run_dir / "metrics.jsonl", member.rows)
+        member.record.write_rows(member.rows)
         for observer in member.observers:
             observer.row((epoch + 1) * member.exp.steps_per_epoch, row)
         if member is self._active()[0]:
@@ -267,32 +270,16 @@ class Trainer:
     def _finish(self, member: _Member, state, started: float) -> RunResult:
         member.position["wall_time_s"] = member.position.get("wall_time_s", 0.0) + time.time() - started
         summary = self._summary(member, state)
-        write_json(member.run_dir / "summary.json", summary)
+        member.record.write_summary(summary)
         for observer in member.observers:
             observer.finish(member.run_dir, summary)
         return RunResult(member.run_dir, summary, member.rows)
 
     def _summary(self, member: _Member, state) -> dict:
-        rows, config = member.rows, member.config
-        accuracies = [r["test_accuracy"] for r in rows]
-        summary = {
-            "status": member.status,
-            "test_accuracy": accuracies[-1] if accuracies else None,
-            "best_test_accuracy": max(accuracies) if accuracies else None,
-            "epochs_done": len(rows),
-            "epochs": config.epochs,
-            "wall_time_s": member.position["wall_time_s"],
-            "train_time_s": sum(r["epoch_time_s"] for r in rows),
-            "test_accuracy_curve": accuracies,
-            "compile_time_s": sum(r.get("compile_time_s", 0.0) for r in rows),
-            "time_to_plateau": time_to_plateau(curve_from_rows(rows)) if rows else None,
-            "parameters": run_precision(member.exp.layers, config.trained_model, state.params, state.quant),
-            "seed": config.seed,
-            "method": config.method.name,
-            "model": config.model.name,
-            "dataset": config.dataset.name,
-            "versions": self.versions,
-        }
+        config = member.config
+        summary = run_summary(config, member.rows, status=member.status, wall_time_s=member.position["wall_time_s"],
+                              parameters=run_precision(member.exp.layers, config.trained_model, state.params,
+                                                       state.quant), versions=self.versions)
         if len(self.members) > 1:  # its times are the group's: K seeds trained in one program
             summary["vmapped_seeds"] = [m.config.seed for m in self.members]
         return summary
@@ -300,9 +287,3 @@ class Trainer:
 
 def _host(sums) -> dict:
     return jax.device_get(sums)
-
-
-def _yaml(data: dict) -> str:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_yaml(OmegaConf.create(data))

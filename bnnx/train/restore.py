@@ -13,32 +13,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from bnnx.errors import BnnxError, CheckpointError
+from bnnx.errors import CheckpointError
 from bnnx.train.checkpoint import Checkpoints
-
-
-def read_run_config(run_dir: str | Path):
-    """The typed config a run recorded, or a one-line CheckpointError (missing or corrupt)."""
-    from omegaconf import OmegaConf
-
-    from bnnx.config import config_from_dict
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} does not exist or is not a folder")
-    config_file = run_dir / "config.yaml"
-    if not config_file.exists():
-        raise CheckpointError(f"{run_dir} is not a bnnx run (no config.yaml)")
-    try:
-        data = OmegaConf.to_container(OmegaConf.load(config_file), resolve=True)
-        if not isinstance(data, dict):
-            raise ValueError("not a mapping of keys")
-        return config_from_dict(data)
-    except BnnxError as error:
-        raise CheckpointError(f"{config_file} does not hold a valid config: {error}") from None
-    except Exception as error:  # YAML/OmegaConf raise many types for a damaged file
-        reason = " ".join(str(error).split())[:160] or type(error).__name__
-        raise CheckpointError(f"{config_file} is corrupt or cut short ({reason})") from None
+from bnnx.train.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -55,7 +32,7 @@ def restore_trained(run_dir: str | Path, dataset, config=None) -> TrainedRun:
     from bnnx.models import build_model
 
     run_dir = Path(run_dir)
-    config = config if config is not None else read_run_config(run_dir)
+    config = config if config is not None else RunDir(run_dir).config()
     checkpoints = Checkpoints(run_dir)
     if not checkpoints.exists():
         raise CheckpointError(f"run {run_dir} has no checkpoint")

@@ -19,11 +19,9 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from bnnx.config.compose import PER_RUN_KEYS
 from bnnx.train.devices import placement
 from bnnx.train.step import evaluation_sums, test_metrics
-
-# what may differ between the runs of a seed group: the seed and where each run lives
-PER_RUN_KEYS = ("seed", "out_dir", "resume")
 
 
 class NotVectorisable(Exception):
@@ -56,11 +54,10 @@ class OneRun:
     def _split(self, batches):
         return map(self.placement.batch, batches) if self.placement else batches
 
-    def train_step(self, state, batch, step: Callable | None = None):
-        """One step with the run's jitted `step` (default: its experiment's train step; a loop
-        that picks the step per epoch passes that epoch's)."""
+    def train_step(self, state, batch):
+        """One step with the experiment's jitted train step."""
         exp = self.experiments[0]
-        return (step or exp.train_step)(state, batch, exp.loss)
+        return exp.train_step(state, batch, exp.loss)
 
     def evaluate(self, state) -> list[dict]:
         exp = self.experiments[0]
@@ -97,8 +94,8 @@ class SeedGroup(OneRun):
                    for exp in self.experiments]
         return self._split(tuple(np.stack(parts) for parts in zip(*batches)) for batches in zip(*streams))
 
-    def train_step(self, state, batch, step: Callable | None = None):
-        step = step or self.experiments[0].train_step
+    def train_step(self, state, batch):
+        step = self.experiments[0].train_step
         if step not in self._vmapped:
             self._vmapped[step] = jax.jit(jax.vmap(step, in_axes=(0, 0, 0)), donate_argnums=(0,))
         return self._vmapped[step](state, batch, self.loss)

@@ -10,10 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-from bnnx.errors import BnnxError, CheckpointError
-from bnnx.io import read_json, read_jsonl
-from bnnx.train.restore import read_run_config, restore_run
-from bnnx.train.rundir import RunResult, holds_run
+from bnnx.errors import CheckpointError
+from bnnx.train.restore import restore_run
+from bnnx.train.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -28,7 +27,7 @@ class RunServices:
         """Variables of a finished run, checked to fit this run's model. Returns (variables, its config)."""
         from bnnx.layers import flat
 
-        other = read_run_config(run_dir)
+        other = RunDir(run_dir).config()
         mine = {k: v.shape for k, v in flat(self.variables["params"]).items()}
         if (other.model.name, other.model.target, other.dataset.name) != \
                 (self.config.model.name, self.config.model.target, self.config.dataset.name):
@@ -53,23 +52,12 @@ class RunServices:
         out_dir is reused, an interrupted one resumed. Returns the loop's RunResult."""
         if self.train_run is None:
             raise RuntimeError("this method trains sub-runs: build it with train_run=bnnx.train.loop.train")
-        out = Path(config.out_dir)
-        done = _completed(out)
+        out = RunDir(config.out_dir)
+        done = out.completed()
         if done is not None:
             return done
-        result = self.train_run(dataclasses.replace(config, resume=holds_run(out)), quiet=True,
+        result = self.train_run(dataclasses.replace(config, resume=out.holds_run()), quiet=True,
                                 dataset=dataset if dataset is not None else self.dataset)
         if result.status == "interrupted":
             raise KeyboardInterrupt
         return result
-
-
-def _completed(out: Path) -> RunResult | None:
-    """The sub-run already completed in `out`, or None (a damaged record is trained again)."""
-    try:
-        summary = read_json(out / "summary.json") if (out / "summary.json").exists() else {}
-        if isinstance(summary, dict) and summary.get("status") == "completed":
-            return RunResult(out, summary, read_jsonl(out / "metrics.jsonl"))
-    except BnnxError:
-        pass
-    return None

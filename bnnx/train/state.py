@@ -35,9 +35,6 @@ class TrainState:
         return {"params": self.params, "batch_stats": self.batch_stats,
                 "quant": self.quant if quant is None else quant}
 
-    def reset_optimizer(self) -> "TrainState":
-        return self.replace(opt_state=self.tx.init(self.params))
-
 
 def all_trainable(params):
     return jax.tree.map(lambda _: jnp.ones((), jnp.float32), params)

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from bnnx.errors import BnnxError, ConfigError, check
 from bnnx.train.losses import Distillation
-from bnnx.train.restore import read_run_config, restore_run
+from bnnx.train.restore import restore_run
+from bnnx.train.rundir import RunDir
 
 
 def load_teacher_loss(config, dataset) -> Distillation:
@@ -23,7 +24,7 @@ def load_teacher_loss(config, dataset) -> Distillation:
     been trained on the same data set (same classes, same input shape)."""
     teacher_dir = Path(config.distill.teacher)
     try:
-        teacher_config = read_run_config(teacher_dir)
+        teacher_config = RunDir(teacher_dir).config()
         check(teacher_config.dataset.name == config.dataset.name,
               f"{teacher_dir} was trained on {teacher_config.dataset.name}; this run trains on {config.dataset.name}")
         variables, _, model = restore_run(teacher_dir, dataset, teacher_config)
