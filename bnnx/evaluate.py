@@ -1,5 +1,5 @@
 """Test-set evaluation of a finished run: its checkpoint (as training's eval does) or its export
-(with the packed engine). The Python API behind `bnnx eval`."""
+(with the packed engine). The Python API behind `bnnx eval`; `bnnx.evaluate(path)` calls `evaluate`."""
 
 from __future__ import annotations
 
@@ -8,17 +8,34 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from bnnx.callable_module import make_callable
 from bnnx.errors import CheckpointError
+from bnnx.train.step import test_metrics
+
+
+def evaluate(path: Path | str, config=None, dataset=None) -> dict:
+    """Test-set figures of a run folder (its latest checkpoint) or of an export file (on packed bits),
+    under `config` (a TrainConfig; default: the one the run or the export recorded)."""
+    path = Path(path)
+    if path.is_dir():
+        from bnnx.train.rundir import RunDir
+
+        return evaluate_checkpoint(config if config is not None else RunDir(path).config(), path, dataset)
+    if config is None:
+        from bnnx.config import config_from_dict
+        from bnnx.export.format import unpack
+
+        manifest = unpack(path).manifest
+        if "config" not in manifest:
+            raise CheckpointError(f"{path} does not record its run's config; export the run again")
+        config = config_from_dict(manifest["config"])
+    return evaluate_export(path, config, dataset)
 
 
 def _metrics(sums: dict, source: str, path: Path) -> dict:
     sums = jax.device_get(sums)
-    count = max(float(sums["count"]), 1.0)
-    return {"test_accuracy": float(sums["correct"]) / count, "test_top5_accuracy": float(sums["correct5"]) / count,
-            "test_loss": float(sums["loss"]) / count, "examples": int(sums["count"]), "source": source,
-            "path": str(path)}
+    return {**test_metrics(sums), "examples": int(sums["count"]), "source": source, "path": str(path)}
 
 
 def evaluate_checkpoint(config, run_dir: Path | str, dataset=None) -> dict:
@@ -27,7 +44,7 @@ def evaluate_checkpoint(config, run_dir: Path | str, dataset=None) -> dict:
     from bnnx.data import load_dataset
     from bnnx.train.checkpoint import Checkpoints
     from bnnx.train.experiment import build_experiment
-    from bnnx.train.step import evaluate
+    from bnnx.train.step import evaluation_sums
 
     run_dir = Path(run_dir)
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
@@ -40,9 +57,7 @@ def evaluate_checkpoint(config, run_dir: Path | str, dataset=None) -> dict:
         state, _ = checkpoints.restore(experiment.state)
     finally:
         checkpoints.close()
-    result = evaluate(experiment, state)
-    count = sum(float(np.sum(weights)) for _, _, weights in dataset.test_batches(config.eval_batch_size))
-    return {**result, "examples": int(count), "source": "checkpoint", "path": str(run_dir)}
+    return _metrics(evaluation_sums(experiment, state, experiment.eval_step), "checkpoint", run_dir)
 
 
 def evaluate_export(path: Path | str, config, dataset=None) -> dict:
@@ -71,3 +86,6 @@ def evaluate_export(path: Path | str, config, dataset=None) -> dict:
         batch = batch_sums(packed, images, labels, weights)
         sums = {k: sums[k] + batch[k] for k in sums}
     return _metrics(sums, "packed", path)
+
+
+make_callable(__name__, "bnnx.evaluate:evaluate")

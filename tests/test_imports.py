@@ -1,9 +1,11 @@
-"""The training and data packages import one way: no module reaches, even from inside a
-function, a module that imports it back."""
+"""bnnx imports one way: no module reaches, even from inside a function, a module that imports it
+back; nothing but the CLI imports the CLI; `import bnnx` is cheap and offers the public API."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,8 +31,8 @@ def imported_modules(source: str, package: str, known: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
+            for alias in node.names:  # `from pkg import module` imports the module, else a name of pkg
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
     return {name for name in found if name in known}
 
 
@@ -69,18 +71,50 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("package", ["bnnx.train", "bnnx.data"])
+@pytest.mark.parametrize("package", ["bnnx", "bnnx.train", "bnnx.data"])
 def test_no_import_cycle(package):
     graph = import_graph((package,))
     assert len(graph) > 3
-    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_only_the_cli_imports_the_cli():
+    graph = import_graph(("bnnx",))
+    assert len(graph) > 80
+    outside = {name: sorted(t for t in targets if t == "bnnx.cli" or t.startswith("bnnx.cli."))
+               for name, targets in graph.items() if name != "bnnx.cli" and not name.startswith("bnnx.cli.")}
+    assert {name: targets for name, targets in outside.items() if targets} == {}
+
+
+def test_sweeps_and_benches_compose_configs_themselves():
+    """The library composes (bnnx.config.compose); no sweep or bench takes a compose callback."""
+    for package in ("sweeps", "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            assert "compose=" not in path.read_text(), path
+
+
+def test_import_bnnx_is_cheap_and_offers_the_api():
+    code = ("import sys, bnnx; assert 'jax' not in sys.modules and 'flax' not in sys.modules; "
+            "print(sorted(bnnx.__all__))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['TrainConfig',", "'binarize',", "'compose',", "'evaluate',", "'export',",
+                                   "'train']"]
+    import bnnx.train.loop  # binds bnnx.train to the package: it stays callable
+
+    assert callable(bnnx.train) and callable(bnnx.export) and callable(bnnx.evaluate)
+    config = bnnx.compose(["method=bop", "epochs=3"])
+    assert isinstance(config, bnnx.TrainConfig) and (config.method.name, config.epochs) == ("bop", 3)
+    with pytest.raises(AttributeError):
+        bnnx.no_such_name  # noqa: B018
 
 
 def test_the_checker_finds_a_cycle_and_function_level_imports():
-    known = {"bnnx.train.first", "bnnx.train.second"}
+    known = {"bnnx.train", "bnnx.train.first", "bnnx.train.second"}
     later = "def later():\n    from bnnx.train import first\n"
     assert imported_modules(later, "bnnx.train", known) == {"bnnx.train.first"}
     assert imported_modules("from . import second\n", "bnnx.train", known) == {"bnnx.train.second"}
+    assert imported_modules("from bnnx.train import NAME\n", "bnnx", known) == {"bnnx.train"}
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 

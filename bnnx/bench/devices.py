@@ -21,7 +21,7 @@ def step_seconds(devices: int) -> float:
     """Seconds per train step of the Fashion-MNIST-shaped MLP with `devices` devices (in this process)."""
     import jax
 
-    from bnnx.bench.train_step import synthetic_dataset
+    from bnnx.bench.common import synthetic_dataset
     from bnnx.config.compose import compose_config
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import OneRun

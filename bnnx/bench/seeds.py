@@ -47,7 +47,7 @@ def _ratio_row(name: str, ratio: float, target: float, **figures) -> dict:
 
 
 def step_case(name: str, steps: int = 20) -> dict:
-    from bnnx.bench.train_step import synthetic_dataset
+    from bnnx.bench.common import synthetic_dataset
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import SeedGroup
 

@@ -1,24 +1,15 @@
-"""Speed and memory benchmark: train-step throughput, compile time, peak memory, packed vs float
-inference and export size (`bnnx.bench.packed`) → JSON.
-
-Targets live here, not in tests: each case records its measured figure next to its
-target and whether it met it. `bnnx bench --out bench.json` (or `make bench`).
-"""
+"""Train-step cases: throughput and compile time of one model and method, and the cost of
+binarizing (a binarized step against its FP twin's)."""
 
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from bnnx.config.compose import compose_config
-from bnnx.data.base import ArrayDataset
-from bnnx.io import write_json
-from bnnx.train.provenance import versions
+from bnnx.bench.common import synthetic_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +29,6 @@ CASES = (
     Case("convnet-fmnist-ste", ("model=convnet", "method=ste"), (28, 28, 1), 64, 500),
     Case("binarynet-cifar-ste", ("model=binarynet", "method=ste"), (32, 32, 3), 32, 20, steps=3),
 )
-
-
-def synthetic_dataset(shape, batch_size: int, num_classes: int = 10) -> ArrayDataset:
-    rng = np.random.default_rng(0)
-    n = batch_size * 4
-    images = rng.integers(0, 255, (n, *shape), dtype=np.uint8)
-    labels = rng.integers(0, num_classes, n).astype(np.int32)
-    return ArrayDataset("synthetic", images, labels, images[:batch_size], labels[:batch_size], num_classes,
-                        normalize=lambda x: x.astype(jnp.float32) / 255.0)
 
 
 def run_case(case: Case) -> dict:
@@ -116,17 +98,3 @@ def binarized_vs_fp_case(name: str) -> dict:
     return {"case": name, "ratio": round(ratio, 3), "target_ratio_at_most": BINARIZED_VS_FP_TARGET,
             "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size, "rounds": rounds,
             "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
-
-
-def run_benchmark(out: str, only: str | None = None) -> dict:
-    from bnnx.bench.packed import run_packed_cases
-    from bnnx.bench.seeds import seed_cases
-
-    results = [run_case(case) for case in CASES if only is None or only in case.name]
-    results += run_packed_cases(only)
-    report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
-              "ratio_cases": [binarized_vs_fp_case(name) for name in BINARIZED_VS_FP
-                              if only is None or only in name] + seed_cases(only),
-              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    write_json(out, report)
-    return report

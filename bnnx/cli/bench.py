@@ -18,7 +18,7 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
     from rich.console import Console
     from rich.table import Table
 
-    from bnnx.bench.train_step import run_benchmark
+    from bnnx.bench import run_benchmark
 
     report = run_benchmark(out, only)
     table = Table(title=f"bnnx bench ({report['backend']}, {report['versions']['device']})")

@@ -139,13 +139,13 @@ def compose_runs(runs: list[Run], spec_name: str) -> dict:
     A cell's seeds share one Hydra composition (`sweep_composer`)."""
     from bnnx.config.compose import sweep_composer
 
-    compose = sweep_composer()
+    composer = sweep_composer()
     configs = {}
     for run in runs:
         if run.provided:
             continue
         try:
-            configs[run.id] = compose([*run.overrides, f"out_dir={_quoted(run.run_dir)}"])
+            configs[run.id] = composer([*run.overrides, f"out_dir={_quoted(run.run_dir)}"])
         except BnnxError as error:
             raise ConfigError(f"sweep '{spec_name}' cell {run.cell}: {error}") from None
         except ImportError as error:  # a method or model registered but not importable

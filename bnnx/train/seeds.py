@@ -21,7 +21,7 @@ import numpy as np
 
 from bnnx.config.compose import PER_RUN_KEYS
 from bnnx.train.devices import placement
-from bnnx.train.step import evaluation_sums, test_metrics
+from bnnx.train.step import evaluate, evaluation_sums, test_metrics
 
 
 class NotVectorisable(Exception):
@@ -60,8 +60,7 @@ class OneRun:
         return exp.train_step(state, batch, exp.loss)
 
     def evaluate(self, state) -> list[dict]:
-        exp = self.experiments[0]
-        return [test_metrics(jax.device_get(evaluation_sums(exp, state, exp.eval_step)))]
+        return [evaluate(self.experiments[0], state)]
 
     def split(self, sums: dict) -> list[dict]:
         return [{k: float(v) for k, v in sums.items()}]
