@@ -12,7 +12,8 @@ import resource
 
 
 def run_benchmark(out: str, only: str | None = None) -> dict:
-    """Every case (or those whose name contains `only`) measured, written to `out` and returned."""
+    """Every case (or those whose name contains `only`) measured, written to `out` and returned:
+    one row per `bnnx.bench.common.Result` (case, measured, unit, target, direction, met, figures)."""""
     import jax
 
     from bnnx.bench.packed import run_packed_cases
@@ -23,9 +24,9 @@ def run_benchmark(out: str, only: str | None = None) -> dict:
 
     results = [run_case(case) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
-    report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
-              "ratio_cases": [binarized_vs_fp_case(name) for name in BINARIZED_VS_FP
-                              if only is None or only in name] + seed_cases(only),
+    results += [binarized_vs_fp_case(name) for name in BINARIZED_VS_FP if only is None or only in name]
+    results += seed_cases(only)
+    report = {"versions": versions(), "backend": jax.default_backend(), "results": [r.row() for r in results],
               "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     write_json(out, report)
     return report

@@ -1,11 +1,59 @@
-"""What the bench cases share: a synthetic data set of a given shape."""
+"""What the bench cases share: their one result type, one timing helper and a synthetic data set."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from typing import Callable
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bnnx.data.base import ArrayDataset
+
+DIRECTIONS = ("higher", "lower")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """One measured figure of a bench case against its target. `direction`: which side of the
+    target meets it; `target` None: reported only (the issue sets none, or none can be met here);
+    `figures`: what the figure is made of, written beside it in bench.json."""
+
+    case: str
+    measured: float
+    unit: str  # "img/s", "x" (a ratio of two times), "s"
+    target: float | None
+    direction: str = "higher"
+    figures: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        assert self.direction in DIRECTIONS, self.direction
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.measured >= self.target if self.direction == "higher" else self.measured <= self.target
+
+    def row(self) -> dict:
+        """The result as one bench.json row."""
+        return {"case": self.case, "measured": self.measured, "unit": self.unit, "target": self.target,
+                "direction": self.direction, "met": self.met, **self.figures}
+
+
+def seconds_per_call(call: Callable, repeats: int = 1, keep: Callable | None = None) -> float:
+    """Wall seconds per call of `call` over `repeats` calls, its last output waited for (JAX
+    dispatches asynchronously); `keep(output)` after each call carries a state to the next one,
+    as a training loop does."""
+    began = time.perf_counter()
+    for _ in range(repeats):
+        out = call()
+        if keep is not None:
+            keep(out)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - began) / repeats
 
 
 def synthetic_dataset(shape, batch_size: int, num_classes: int = 10) -> ArrayDataset:

@@ -11,7 +11,8 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from bnnx.bench.common import Result, seconds_per_call, synthetic_dataset
 
 OVERRIDES = ("model=mlp", "model.hidden=[512,512]", "method=ste", "batch_size=128", "epochs=1")
 SHAPE, STEPS = (28, 28, 1), 20
@@ -19,9 +20,6 @@ SHAPE, STEPS = (28, 28, 1), 20
 
 def step_seconds(devices: int) -> float:
     """Seconds per train step of the Fashion-MNIST-shaped MLP with `devices` devices (in this process)."""
-    import jax
-
-    from bnnx.bench.common import synthetic_dataset
     from bnnx.config.compose import compose_config
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import OneRun
@@ -31,16 +29,16 @@ def step_seconds(devices: int) -> float:
     program = OneRun(build_experiment(config, dataset=dataset))
     state = program.stack([program.experiments[0].recipe.prepare(program.experiments[0].state)])
     batch = next(iter(program.train_batches(0, 0)))
-    state, sums = program.train_step(state, batch)
-    jax.block_until_ready(sums)
-    began = time.perf_counter()
-    for _ in range(STEPS):
-        state, sums = program.train_step(state, batch)
-    jax.block_until_ready(sums)
-    return (time.perf_counter() - began) / STEPS
+    holder = [state]
+
+    def keep(out):
+        holder[0] = out[0]
+
+    seconds_per_call(lambda: program.train_step(holder[0], batch), 1, keep)  # compile
+    return seconds_per_call(lambda: program.train_step(holder[0], batch), STEPS, keep)
 
 
-def devices_case(name: str = "data-parallel-2-vs-1-device") -> dict:
+def devices_case(name: str = "data-parallel-2-vs-1-device") -> Result:
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
     if "cpu" in os.environ.get("JAX_PLATFORMS", "cpu"):
         env["JAX_PLATFORMS"] = "cpu"
@@ -49,9 +47,9 @@ def devices_case(name: str = "data-parallel-2-vs-1-device") -> dict:
     seconds = json.loads(done.stdout.strip().splitlines()[-1])
     ratio = seconds["1"] / seconds["2"]
     # no target: forced host devices share the cores, so the figure says nothing about two accelerators
-    return {"case": name, "ratio": round(ratio, 3), "target_ratio": None, "meets_target": None,
-            "one_device_ms": round(1000 * seconds["1"], 3), "two_devices_ms": round(1000 * seconds["2"], 3),
-            "note": "forced host devices share the CPU's cores: report only"}
+    return Result(name, round(ratio, 3), "x", None, figures={
+        "one_device_ms": round(1000 * seconds["1"], 3), "two_devices_ms": round(1000 * seconds["2"], 3),
+        "note": "forced host devices share the CPU's cores: report only"})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnnx.bench.common import Result, seconds_per_call
 from bnnx.packed import kernels
 from bnnx.packed.bits import pack_kernel
 
@@ -33,29 +33,26 @@ def median_ms(functions: dict, repeats: int) -> dict[str, float]:
     times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            began = time.perf_counter()
-            jax.block_until_ready(function())
-            times[name].append(time.perf_counter() - began)
+            times[name].append(seconds_per_call(function))
     return {name: 1000 * float(np.median(values)) for name, values in times.items()}
 
 
 def _speed_row(name: str, float_fn, packed_fn, target: float | None, repeats: int, labels=("float32", "packed"),
-               **shape) -> dict:
+               **shape) -> Result:
     """`labels[0]`'s time over `labels[1]`'s (calling `float_fn` and `packed_fn`)."""
     ms = median_ms(dict(zip(labels, (float_fn, packed_fn))), repeats)
     ratio = ms[labels[0]] / ms[labels[1]]
     equal = bool(np.array_equal(np.asarray(float_fn()), np.asarray(packed_fn())))  # it times the same layer
-    return {"case": name, **shape, **{f"{label}_ms": round(ms[label], 3) for label in labels},
-            "outputs_equal": equal, "repeats": repeats, "ratio": round(ratio, 3), "target": target,
-            "met": None if target is None else ratio >= target,
-            "figure": f"{labels[0]} time / {labels[1]} time (speedup)"}
+    return Result(name, round(ratio, 3), "x", target, figures={
+        **shape, **{f"{label}_ms": round(ms[label], 3) for label in labels}, "outputs_equal": equal,
+        "repeats": repeats, "figure": f"{labels[0]} time / {labels[1]} time (speedup)"})
 
 
 def _levels(rng, shape):
     return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
 
 
-def dense_case(batch=64, features=4096, target=4.0, repeats=15) -> dict:
+def dense_case(batch=64, features=4096, target=4.0, repeats=15) -> Result:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, features)), jnp.float32)
     w = _levels(rng, (features, features))
@@ -67,7 +64,7 @@ def dense_case(batch=64, features=4096, target=4.0, repeats=15) -> dict:
                       lambda: packed_dense(x, planes), target, repeats, batch=batch, kernel=[features, features])
 
 
-def conv_case(batch=64, size=16, channels=256, target=2.0, repeats=7) -> dict:
+def conv_case(batch=64, size=16, channels=256, target=2.0, repeats=7) -> Result:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, size, size, channels)), jnp.float32)
     shape = (3, 3, channels, channels)
@@ -106,7 +103,7 @@ def random_variables(model, x, seed: int = 0) -> dict:
     return variables
 
 
-def export_size_case(model_name="binarynet", dataset="cifar10", target=1.01) -> dict:
+def export_size_case(model_name="binarynet", dataset="cifar10", target=1.01) -> Result:
     """File bytes of a random-valued export, written as `bnnx export` writes one (the folded BNs'
     thresholds included), against `bnnx.summary`'s packed bytes plus what inference needs beyond
     the parameters the summary counts: the BN running statistics and the fold thresholds; and
@@ -133,13 +130,12 @@ def export_size_case(model_name="binarynet", dataset="cifar10", target=1.01) -> 
     padding = words - sum(layer.params * (2 if layer.precision == "ternary" else 1) // 8
                           for layer in summary.layers if layer.precision != "real")
     ratio = file_bytes / (summary_bytes + by_collection["batch_stats"] + fold_bytes)
-    return {"case": f"export-size-{model_name}-{dataset}", "file_bytes": file_bytes, "summary_packed_bytes": summary_bytes,
-            "overhead_bytes": file_bytes - summary_bytes, "batch_stats_bytes": by_collection["batch_stats"],
-            "fold_threshold_bytes": fold_bytes, "quant_bytes": by_collection["quant"], "word_padding_bytes": padding,
-            "manifest_bytes": manifest_bytes,
-            "zip_and_npy_headers_bytes": file_bytes - manifest["bytes"]["stored"] - manifest_bytes,
-            "ratio": round(ratio, 5), "target": target, "met": ratio <= target,
-            "figure": "export file bytes / (summary packed bytes + BN running statistics + fold thresholds), at most"}
+    return Result(f"export-size-{model_name}-{dataset}", round(ratio, 5), "x", target, "lower", {
+        "file_bytes": file_bytes, "summary_packed_bytes": summary_bytes, "overhead_bytes": file_bytes - summary_bytes,
+        "batch_stats_bytes": by_collection["batch_stats"], "fold_threshold_bytes": fold_bytes,
+        "quant_bytes": by_collection["quant"], "word_padding_bytes": padding, "manifest_bytes": manifest_bytes,
+        "zip_and_npy_headers_bytes": file_bytes - manifest["bytes"]["stored"] - manifest_bytes,
+        "figure": "export file bytes / (summary packed bytes + BN running statistics + fold thresholds)"})
 
 
 def _random_export(model_name: str, dataset: str, batch: int, folder: str):
@@ -158,7 +154,7 @@ def _random_export(model_name: str, dataset: str, batch: int, folder: str):
     return model, variables, x, path
 
 
-def model_case(model_name="binarynet", dataset="cifar10", batch=64, target=1.0, repeats=5) -> dict:
+def model_case(model_name="binarynet", dataset="cifar10", batch=64, target=1.0, repeats=5) -> Result:
     """A whole model's eval forward pass: the float model (as training evaluates it) against the
     packed engine on its export (BN folded where it can be). No target in the issue; ≥ 1 says
     packing does not lose time around the layers (first/last layers and pooling stay float)."""
@@ -169,16 +165,16 @@ def model_case(model_name="binarynet", dataset="cifar10", batch=64, target=1.0, 
         packed_model, packed, _ = load(path)
     float_forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
     packed_forward = jax.jit(lambda p, x: packed_apply(packed_model, p, x))
-    row = _speed_row(f"packed-model-{model_name}-{dataset}-b{batch}", lambda: float_forward(variables, x),
-                     lambda: packed_forward(packed, x), target, repeats, batch=batch)
+    result = _speed_row(f"packed-model-{model_name}-{dataset}-b{batch}", lambda: float_forward(variables, x),
+                        lambda: packed_forward(packed, x), target, repeats, batch=batch)
     # logits go through float BN and real layers: equal up to rounding, and the same classes
     expected, got = np.asarray(float_forward(variables, x)), np.asarray(packed_forward(packed, x))
-    row["outputs_equal"] = bool(np.allclose(got, expected, rtol=1e-5, atol=1e-4)
-                                and np.array_equal(got.argmax(-1), expected.argmax(-1)))
-    return row
+    result.figures["outputs_equal"] = bool(np.allclose(got, expected, rtol=1e-5, atol=1e-4)
+                                           and np.array_equal(got.argmax(-1), expected.argmax(-1)))
+    return result
 
 
-def fold_case(model_name="binarynet", dataset="cifar10", batch=64, target=None, repeats=11) -> dict:
+def fold_case(model_name="binarynet", dataset="cifar10", batch=64, target=None, repeats=11) -> Result:
     """The packed engine with BN folded into integer thresholds against the same engine and export
     running every BN in float: what folding buys in one run (no target in the issue). The folded
     layers' input bits are the same, so the logits are too."""
@@ -198,5 +194,5 @@ CASES = {"packed-dense": dense_case, "packed-conv": conv_case, "packed-model": m
          "packed-fold": fold_case, "export-size": export_size_case}
 
 
-def run_packed_cases(only: str | None = None) -> list[dict]:
+def run_packed_cases(only: str | None = None) -> list[Result]:
     return [case() for name, case in CASES.items() if only is None or only in name]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jax
 
+from bnnx.bench.common import Result, seconds_per_call, synthetic_dataset
 from bnnx.config.compose import compose_config
 from bnnx.io import read_json
 
@@ -41,13 +42,7 @@ presets:
 """
 
 
-def _ratio_row(name: str, ratio: float, target: float, **figures) -> dict:
-    return {"case": name, "ratio": round(ratio, 3), "target_ratio": target, "meets_target": ratio >= target,
-            **figures}
-
-
-def step_case(name: str, steps: int = 20) -> dict:
-    from bnnx.bench.common import synthetic_dataset
+def step_case(name: str, steps: int = 20) -> Result:
     from bnnx.train.experiment import build_experiment
     from bnnx.train.seeds import SeedGroup
 
@@ -72,21 +67,13 @@ def step_case(name: str, steps: int = 20) -> dict:
 
     states, sums = sequential(states)  # compile both before timing
     stacked, _ = vectorised(stacked)
-    sequential_s = _timed(lambda: sequential(states), steps, lambda out: states.__setitem__(slice(None), out[0]))
+    sequential_s = seconds_per_call(lambda: sequential(states), steps,
+                                    lambda out: states.__setitem__(slice(None), out[0]))
     holder = [stacked]
-    vmapped_s = _timed(lambda: vectorised(holder[0]), steps, lambda out: holder.__setitem__(0, out[0]))
-    return _ratio_row(name, sequential_s / vmapped_s, 1.0, seeds=SEEDS, batch_size=batch_size,
-                      sequential_ms=round(1000 * sequential_s, 3), vmapped_ms=round(1000 * vmapped_s, 3))
-
-
-def _timed(step, repeats: int, keep) -> float:
-    """Seconds per call of `step` (its output kept for the next call, as a training loop does)."""
-    began = time.perf_counter()
-    for _ in range(repeats):
-        out = step()
-        keep(out)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - began) / repeats
+    vmapped_s = seconds_per_call(lambda: vectorised(holder[0]), steps, lambda out: holder.__setitem__(0, out[0]))
+    return Result(name, round(sequential_s / vmapped_s, 3), "x", 1.0, figures={
+        "seeds": SEEDS, "batch_size": batch_size, "sequential_ms": round(1000 * sequential_s, 3),
+        "vmapped_ms": round(1000 * vmapped_s, 3)})
 
 
 CELL_ROUNDS = 3  # interleaved rounds; each variant's best wall time counts (the least disturbed)
@@ -116,7 +103,7 @@ def _sweep_round(folder: Path, sweep_file: Path, variant: str) -> tuple[float, l
     return wall, summaries
 
 
-def cell_case(name: str = "vmap-seeds-cell-digits") -> list[dict]:
+def cell_case(name: str = "vmap-seeds-cell-digits") -> list[Result]:
     """Wall time of a fresh `bnnx sweep` process for a 5-seed digits cell, without and with
     --vmap-seeds, and of its 1-seed run (compilation cache off in all, so each compiles); beside
     it, the same 5 runs as one `bnnx train` process each (a launcher that starts a process per run)."""
@@ -138,14 +125,14 @@ def cell_case(name: str = "vmap-seeds-cell-digits") -> list[dict]:
     bound = vmap_bound(separate_runs, vmapped_runs, steps, _cell_steps())
     study = vmapped / best["one_seed"][0]
     return [
-        _ratio_row(name, separate / vmapped, 2.0, seeds=SEEDS, rounds=CELL_ROUNDS, separate_s=round(separate, 2),
-                   vmapped_s=round(vmapped, 2), process_per_run_s=round(processes, 2),
-                   ratio_vs_process_per_run=round(processes / vmapped, 3),
-                   meets_target_vs_process_per_run=processes / vmapped >= 2.0,
-                   **bound, outside_programs_s=round(vmapped - bound["vmapped_program_s"], 2)),
-        {"case": f"{name}-5-vs-1-seed", "ratio": round(study, 3), "target_ratio_at_most": STUDY_TARGET,
-         "meets_target": study <= STUDY_TARGET, "vmapped_5_seeds_s": round(vmapped, 2),
-         "one_seed_s": round(best["one_seed"][0], 2), "rounds": CELL_ROUNDS},
+        Result(name, round(separate / vmapped, 3), "x", 2.0, figures={
+            "seeds": SEEDS, "rounds": CELL_ROUNDS, "separate_s": round(separate, 2), "vmapped_s": round(vmapped, 2),
+            **bound, "outside_programs_s": round(vmapped - bound["vmapped_program_s"], 2)}),
+        Result(f"{name}-vs-process-per-run", round(processes / vmapped, 3), "x", 2.0, figures={
+            "seeds": SEEDS, "process_per_run_s": round(processes, 2), "vmapped_s": round(vmapped, 2)}),
+        Result(f"{name}-5-vs-1-seed", round(study, 3), "x", STUDY_TARGET, "lower", {
+            "vmapped_5_seeds_s": round(vmapped, 2), "one_seed_s": round(best["one_seed"][0], 2),
+            "rounds": CELL_ROUNDS}),
     ]
 
 
@@ -157,7 +144,7 @@ def _cell_steps() -> int:
     return config.epochs * load_dataset(config.dataset).steps_per_epoch(config.batch_size)
 
 
-def vmap_bound(separate_runs: list[dict], vmapped_runs: list[dict], steps: dict, step_count: int) -> dict:
+def vmap_bound(separate_runs: list[dict], vmapped_runs: list[dict], steps: Result, step_count: int) -> dict:
     """The ratio the cell would reach if everything outside the trained programs cost nothing
     (imports, composing, data, initialisation, checkpoints, files: paid once by both sweeps): the
     separate runs' compiles and steps, S, over the vmapped group's, V, from the runs' own compile
@@ -165,15 +152,15 @@ def vmap_bound(separate_runs: list[dict], vmapped_runs: list[dict], steps: dict,
     (`outside_programs_s`), the ratio is about (F + S) / (F + V), so 2× needs F ≤ S − 2V."""
     compile_single = sum(r["compile_time_s"] for r in separate_runs) / len(separate_runs)
     compile_vmapped = max(r["compile_time_s"] for r in vmapped_runs)
-    single = SEEDS * (compile_single + step_count * steps["sequential_ms"] / SEEDS / 1000)
-    vmapped = compile_vmapped + step_count * steps["vmapped_ms"] / 1000
+    single = SEEDS * (compile_single + step_count * steps.figures["sequential_ms"] / SEEDS / 1000)
+    vmapped = compile_vmapped + step_count * steps.figures["vmapped_ms"] / 1000
     return {"bound_ratio": round(single / vmapped, 3), "compile_single_s": round(compile_single, 2),
-            "compile_vmapped_s": round(compile_vmapped, 2), "step_ratio": steps["ratio"], "steps": step_count,
+            "compile_vmapped_s": round(compile_vmapped, 2), "step_ratio": steps.measured, "steps": step_count,
             "separate_programs_s": round(single, 2), "vmapped_program_s": round(vmapped, 2),
             "outside_programs_max_for_2x_s": round(single - 2 * vmapped, 2)}
 
 
-def seed_cases(only: str | None = None) -> list[dict]:
+def seed_cases(only: str | None = None) -> list[Result]:
     """The ratio cases of seeds in one program, of the sweep engine and of data parallelism."""
     from bnnx.bench.devices import devices_case
     from bnnx.bench.sweep import overhead_case
@@ -183,9 +170,9 @@ def seed_cases(only: str | None = None) -> list[dict]:
              "sweep-run-overhead-jobs1": lambda: overhead_case(1),
              "sweep-run-overhead-jobs2": lambda: overhead_case(2),
              "data-parallel-2-vs-1-device": devices_case}
-    rows = []
+    results = []
     for name, case in cases.items():
         if only is None or only in name:
-            row = case()
-            rows += row if isinstance(row, list) else [row]
-    return rows
+            found = case()
+            results += found if isinstance(found, list) else [found]
+    return results

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bnnx.bench.common import Result
 from bnnx.config.compose import compose_config
 from bnnx.io import read_json
 
@@ -29,7 +30,8 @@ def timed_execute(job: dict) -> dict:
     return {**outcome, "seconds": time.perf_counter() - began, "worker": os.getpid()}
 
 
-def overhead_case(jobs: int) -> dict:
+def overhead_case(jobs: int) -> Result:
+    """The worst wall time a sweep's run spends outside its epochs, every run after a worker's first."""
     from bnnx.config import config_to_dict
     from bnnx.sweeps.launchers import JoblibLauncher, LocalLauncher
 
@@ -46,6 +48,5 @@ def overhead_case(jobs: int) -> dict:
                 overheads.append(outcome["seconds"] - summary["train_time_s"])
             seen.add(outcome["worker"])
     worst = max(overheads) if overheads else float("nan")
-    return {"case": f"sweep-run-overhead-jobs{jobs}", "overhead_s": round(worst, 3), "target_s": TARGET_S,
-            "meets_target": worst <= TARGET_S, "runs": RUNS, "epochs": EPOCHS,
-            "overheads_s": [round(o, 3) for o in overheads]}
+    return Result(f"sweep-run-overhead-jobs{jobs}", round(worst, 3), "s", TARGET_S, "lower",
+                  {"runs": RUNS, "epochs": EPOCHS, "overheads_s": [round(o, 3) for o in overheads]})

@@ -4,12 +4,9 @@ binarizing (a binarized step against its FP twin's)."""
 from __future__ import annotations
 
 import dataclasses
-import time
-
-import jax
 
 from bnnx.config.compose import compose_config
-from bnnx.bench.common import synthetic_dataset
+from bnnx.bench.common import Result, seconds_per_call, synthetic_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,28 +28,27 @@ CASES = (
 )
 
 
-def run_case(case: Case) -> dict:
+def run_case(case: Case) -> Result:
+    """Train-step throughput of one model and method on synthetic data of the data set's shape."""
     from bnnx.train.experiment import build_experiment
 
     config = compose_config([*case.overrides, f"batch_size={case.batch_size}", "epochs=1"])
     dataset = synthetic_dataset(case.input_shape, case.batch_size)
     experiment = build_experiment(config, dataset=dataset)
-    state = experiment.recipe.prepare(experiment.state)
+    holder = [experiment.recipe.prepare(experiment.state)]
     batch = next(dataset.train_batches(0, case.batch_size, 0))
-    began = time.perf_counter()
-    state, sums = experiment.train_step(state, batch, experiment.loss)
-    jax.block_until_ready(sums)
-    compile_s = time.perf_counter() - began
-    began = time.perf_counter()
-    for _ in range(case.steps):
-        state, sums = experiment.train_step(state, batch, experiment.loss)
-    jax.block_until_ready(sums)
-    step_s = (time.perf_counter() - began) / case.steps
-    throughput = case.batch_size / step_s
-    return {"case": case.name, "overrides": list(case.overrides), "batch_size": case.batch_size,
-            "compile_s": round(compile_s, 3), "step_ms": round(1000 * step_s, 3),
-            "images_per_s": round(throughput, 1), "target_images_per_s": case.target_images_per_s,
-            "meets_target": throughput >= case.target_images_per_s}
+
+    def step():
+        return experiment.train_step(holder[0], batch, experiment.loss)
+
+    def keep(out):
+        holder[0] = out[0]
+
+    compile_s = seconds_per_call(step, 1, keep)
+    step_s = seconds_per_call(step, case.steps, keep)
+    return Result(case.name, round(case.batch_size / step_s, 1), "img/s", case.target_images_per_s,
+                  figures={"overrides": list(case.overrides), "batch_size": case.batch_size,
+                           "compile_s": round(compile_s, 3), "step_ms": round(1000 * step_s, 3)})
 
 
 # binarized (STE, W1A1) vs the FP twin (method=fp) train step of one model: the cost of binarizing
@@ -73,18 +69,17 @@ def _prepared_step(overrides, shape, batch_size):
     batch = next(dataset.train_batches(0, batch_size, 0))
     holder = [experiment.for_epoch(experiment.recipe.prepare(experiment.state), 0)]
 
+    def keep(out):
+        holder[0] = out[0]
+
     def block(steps: int) -> float:
-        began = time.perf_counter()
-        for _ in range(steps):
-            holder[0], sums = experiment.train_step(holder[0], batch, experiment.loss)
-        jax.block_until_ready(sums)
-        return (time.perf_counter() - began) / steps
+        return seconds_per_call(lambda: experiment.train_step(holder[0], batch, experiment.loss), steps, keep)
 
     block(1)  # compile
     return block
 
 
-def binarized_vs_fp_case(name: str) -> dict:
+def binarized_vs_fp_case(name: str) -> Result:
     """Train-step seconds of the binarized model over its FP twin's, the best of the case's
     interleaved blocks each (interleaving shares the machine's drift between the two)."""
     overrides, shape, batch_size, steps, rounds = BINARIZED_VS_FP[name]
@@ -95,6 +90,7 @@ def binarized_vs_fp_case(name: str) -> dict:
         times["binarized"].append(binarized(steps))
         times["fp"].append(full(steps))
     ratio = min(times["binarized"]) / min(times["fp"])
-    return {"case": name, "ratio": round(ratio, 3), "target_ratio_at_most": BINARIZED_VS_FP_TARGET,
-            "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size, "rounds": rounds,
-            "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
+    return Result(name, round(ratio, 3), "x", BINARIZED_VS_FP_TARGET, "lower",
+                  {"batch_size": batch_size, "rounds": rounds,
+                   "binarized_step_ms": round(1000 * min(times["binarized"]), 3),
+                   "fp_step_ms": round(1000 * min(times["fp"]), 3)})

@@ -22,27 +22,14 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
 
     report = run_benchmark(out, only)
     table = Table(title=f"bnnx bench ({report['backend']}, {report['versions']['device']})")
-    for column in ("case", "compile s", "step ms", "measured", "target", "met"):
+    for column in ("case", "measured", "target", "met", "note"):
         table.add_column(column)
-    for row in report["cases"]:
-        if "ratio" in row:  # packed inference and export size: a ratio against its target
-            target, met = ("none", "report") if row["target"] is None else (f"{row['target']}×", "yes" if row["met"] else "NO")
-            table.add_row(row["case"], "", "", f"{row['ratio']:.3f}×", target, met)
-            continue
-        table.add_row(row["case"], f"{row['compile_s']:.2f}", f"{row['step_ms']:.2f}", f"{row['images_per_s']:.0f} img/s",
-                      f"{row['target_images_per_s']:.0f}", "yes" if row["meets_target"] else "NO")
-    Console().print(table)
-    for row in report.get("ratio_cases", []):
-        if "target_ratio_at_most" in row:  # a cost ratio: lower is better
-            figure = f"{row['ratio']:.2f}x (target <= {row['target_ratio_at_most']}x)"
-        elif "ratio" in row and row["target_ratio"] is None:
-            figure = f"{row['ratio']:.2f}x (no target: {row.get('note', 'report only')})"
-        elif "ratio" in row:
-            figure = f"{row['ratio']:.2f}x (target >= {row['target_ratio']}x)"
-        else:
-            figure = f"{row['overhead_s']:.2f} s (target <= {row['target_s']} s)"
+    for row in report["results"]:
+        target = "none" if row["target"] is None else f"{'≥' if row['direction'] == 'higher' else '≤'} {row['target']}"
+        note = row.get("note", "")
         if "bound_ratio" in row:
-            figure += f"; bound {row['bound_ratio']:.2f}x with all but the trained programs at 0 s"
-        verdict = {True: " met", False: " NOT MET", None: ""}[row["meets_target"]]
-        typer.echo(f"{row['case']}: {figure}{verdict}")
+            note = f"bound {row['bound_ratio']:.2f}x with all but the trained programs at 0 s"
+        table.add_row(row["case"], f"{row['measured']:g} {row['unit']}", target,
+                      {True: "yes", False: "NO", None: "report"}[row["met"]], note)
+    Console().print(table)
     typer.echo(f"peak RSS {report['peak_rss_mib']} MiB; results written to {out}")

@@ -95,11 +95,16 @@ def flip_ratio(opt_state, labels, params) -> float:
     return flips / max(size * steps, 1)
 
 
+def staircase(value: float, factor: float, every_steps: int) -> optax.Schedule:
+    """value·factor^⌊t / every_steps⌋; constant when every_steps = 0."""
+    if every_steps == 0 or factor == 1.0:
+        return optax.constant_schedule(value)
+    return optax.exponential_decay(value, every_steps, factor, staircase=True)
+
+
 def step_decay(value: float, factor: float, every_epochs: int, steps_per_epoch: int) -> optax.Schedule:
     """value·factor^⌊t / (every_epochs·steps_per_epoch)⌋; constant when every_epochs = 0."""
-    if every_epochs == 0 or factor == 1.0:
-        return optax.constant_schedule(value)
-    return optax.exponential_decay(value, every_epochs * steps_per_epoch, factor, staircase=True)
+    return staircase(value, factor, every_epochs * steps_per_epoch)
 
 
 def signs_of_binary(params, labels):
@@ -146,7 +151,4 @@ class Bop(MethodConfig):
         if self.gamma is not None:
             return step_decay(self.gamma, self.gamma_decay, self.gamma_decay_every_epochs, ctx.steps_per_epoch)
         gamma = min(1.0, 1.0 / (self.gamma_horizon * ctx.total_steps))
-        every = round_half_up(self.gamma_decay_every * ctx.total_steps)
-        if every == 0 or self.gamma_decay == 1.0:
-            return optax.constant_schedule(gamma)
-        return optax.exponential_decay(gamma, every, self.gamma_decay, staircase=True)
+        return staircase(gamma, self.gamma_decay, round_half_up(self.gamma_decay_every * ctx.total_steps))
