@@ -15,6 +15,15 @@ calls its function (`bnnx.callable_module`).
 """
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the names are, for type checkers; at run time `__getattr__` imports them
+    from bnnx.binarizer import binarize
+    from bnnx.config.compose import compose_config as compose
+    from bnnx.config.config import TrainConfig
+    from bnnx.evaluate import evaluate
+    from bnnx.export.writer import export_run as export
+    from bnnx.train.loop import train
 
 __version__ = "0.1.0"
 

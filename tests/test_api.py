@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import bnnx
+from bnnx.export.format import FORMAT
 
 
 def test_compose_train_evaluate_export_round_trip(tmp_path, digits):
@@ -14,6 +15,6 @@ def test_compose_train_evaluate_export_round_trip(tmp_path, digits):
     checkpoint = bnnx.evaluate(result.run_dir, dataset=digits)
     assert checkpoint["test_accuracy"] == pytest.approx(result.summary["test_accuracy"], abs=1e-6)
     path, manifest = bnnx.export(config, result.run_dir)
-    assert manifest["format"] == bnnx.export.FORMAT
+    assert manifest["format"] == FORMAT
     packed = bnnx.evaluate(path, dataset=digits)  # the config the export recorded; binary layers on bits
     assert packed["source"] == "packed" and packed["test_accuracy"] == pytest.approx(checkpoint["test_accuracy"])

@@ -47,7 +47,7 @@ def seconds_per_call(call: Callable, repeats: int = 1, keep: Callable | None = N
     """Wall seconds per call of `call` over `repeats` calls, its last output waited for (JAX
     dispatches asynchronously); `keep(output)` after each call carries a state to the next one,
     as a training loop does."""
-    began = time.perf_counter()
+    out, began = None, time.perf_counter()
     for _ in range(repeats):
         out = call()
         if keep is not None:
