@@ -232,8 +232,8 @@ def test_analyze_writes_reports_and_pictures(conv_run, run_cli):
 
 
 def test_finetuning_trains_only_real_parameters(mlp_run, digits):
-    from bnnx.train.rundir import RunDir
     from bnnx.layers import param_labels
+    from bnnx.train.rundir import RunDir
 
     tuner = qbn.finetune_experiment(RunDir(mlp_run).config(), digits)
     start = tuner.state  # any state will do: the property is which parameters move

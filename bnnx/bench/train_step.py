@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from bnnx.config.compose import compose_config
 from bnnx.bench.common import Result, seconds_per_call, synthetic_dataset
+from bnnx.config.compose import compose_config
 
 
 @dataclasses.dataclass(frozen=True)

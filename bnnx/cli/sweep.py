@@ -123,7 +123,8 @@ def _dry_run(spec, preset, out, seeds, only, provided, runner) -> None:
     typer.echo(f"{len(runs)} runs compose; launcher {runner.name}; out {out}")
 
 
-@commands.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the table.")
+@commands.command(help="Write report.md, report.csv, curves.png and schedules.png for a sweep folder and print the "
+                       "table.")
 @user_errors
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (sweep_runs/<sweep>-<preset>).")):
     from bnnx.sweeps.report import write_report

@@ -7,9 +7,9 @@ from typing import List, Optional
 import typer
 
 from bnnx.cli.common import user_errors
+from bnnx.config.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
 
 commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
-from bnnx.config.compose import GROUPS, complete_override, compose_config, config_yaml, group_options
 
 
 def _groups_help() -> str:
