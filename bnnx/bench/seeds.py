@@ -4,7 +4,8 @@
   of the same compiled single-seed step (target ≥ 1.0×: the vectorised step is no slower);
 - `vmap-seeds-cell-digits`: a 5-seed digits cell end to end, `bnnx sweep --seeds 5` against the
   same with `--vmap-seeds`, each in a fresh process (target ≥ 2×: compilation paid once), with
-  the bound that the compile and step figures put on that ratio;
+  the bound that the compile and step figures put on that ratio; `-vs-process-per-run`: the
+  vmapped sweep against one `bnnx train` process per run (target ≥ 2×);
 - `vmap-seeds-cell-digits-5-vs-1-seed`: the vmapped 5-seed cell against a 1-seed run of the same
   cell (target ≤ 1.5×: a seed study costs little more than one run).
 """
