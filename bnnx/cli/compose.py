@@ -29,10 +29,9 @@ def complete_override(incomplete: str) -> list[str]:
 
 
 def _top_level_keys() -> list[str]:
-    from omegaconf import OmegaConf
+    from bnnx.defaults import top_level_defaults
 
-    keys = OmegaConf.load(CONF_DIR / "config.yaml").keys()
-    return sorted([k for k in keys if k != "defaults"] + list(GROUPS))
+    return sorted([*top_level_defaults(), *GROUPS])
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -74,6 +73,9 @@ def _composition(overrides: list[str], composed: dict | None):
 def _hydra_compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
+    from bnnx.defaults import register_defaults
+
+    register_defaults()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(config_name="config", overrides=list(overrides))
 
