@@ -114,12 +114,13 @@ def binarized_vs_fp_case(name: str, compose) -> dict:
     ratio = min(times["binarized"]) / min(times["fp"])
     return {"case": name, "ratio": round(ratio, 3), "target_ratio_at_most": BINARIZED_VS_FP_TARGET,
             "meets_target": ratio <= BINARIZED_VS_FP_TARGET, "batch_size": batch_size, "rounds": rounds,
-            "binarized_step_ms": round(1000 * min(times["binarized"]), 3), "fp_step_ms": round(1000 * min(times["fp"]), 3)}
+            "binarized_step_ms": round(1000 * min(times["binarized"]), 3),
+            "fp_step_ms": round(1000 * min(times["fp"]), 3)}
 
 
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
-    from bnnx.packed.bench import run_packed_cases
     from bnnx.bench_seeds import seed_cases
+    from bnnx.packed.bench import run_packed_cases
 
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)

@@ -3,9 +3,9 @@
 A binary-bound kernel is stored as the value the forward pass sees, q(w) (its latent weights
 are not exported): binary kernels as sign bits in uint32 words along the reduction axis, one row
 per output channel (+1 ↦ 1, −1 ↦ 0, sign(0) = +1; layout in `bnnx.packed.bits`), ternary kernels
-as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) computes on them. A per-channel scale (XNOR-Net's
-mean|w|) is stored beside it as float32. A kernel whose precision mask is not all 1 (RPR's
-relaxed weights) is stored as its effective float32 value where(mask, q(w)·scale, w).
+as two such bit-planes (positive, nonzero); the packed engine (`bnnx.packed`) computes on them.
+A per-channel scale (XNOR-Net's mean|w|) is stored beside it as float32. A kernel whose precision
+mask is not all 1 (RPR's relaxed weights) is stored as its effective float32 value where(mask, q(w)·scale, w).
 Everything else (real kernels, BN, biases, the quant collection) is float32.
 A BatchNorm the packed engine folds (`bnnx.packed.fold`) is stored beside them as `fold/<consumer
 layer>` (derived, int32): per output channel c of its `producer` layer, the consumer's input bit is
@@ -227,9 +227,9 @@ def export_run(config, run_dir: Path | str, out: Path | str | None = None) -> tu
     Returns the written path (default `<run_dir>/export.npz`) and the manifest."""
     from bnnx.config import config_to_dict
     from bnnx.data import shape_only
+    from bnnx.io import check_writable
     from bnnx.layers import record_layers
     from bnnx.train.experiment import example_input
-    from bnnx.io import check_writable
     from bnnx.train.restore import restore_trained
 
     run_dir = Path(run_dir)

@@ -104,8 +104,10 @@ def checks_markdown(results: list[CheckResult], digits: dict[str, int]) -> str:
         return ""
     lines = ["## Premises and effects", "",
              "Each check on its per-seed values (a difference of two cells is paired by seed): mean "
-             f"[{LEVEL:.0%} Student-t confidence interval]; it holds only when the whole interval clears the bound.", "",
-             "| role | check | measured | mean [95 % CI] | per seed | criterion | verdict |", "|---|---|---|---|---|---|---|"]
+             f"[{LEVEL:.0%} Student-t confidence interval]; it holds only when the whole interval clears the bound.",
+             "",
+             "| role | check | measured | mean [95 % CI] | per seed | criterion | verdict |",
+             "|---|---|---|---|---|---|---|"]
     previous = None
     for r in results:
         measured = f"{r.check.metric}: {r.cell}" + (f" − {r.minus}" if r.minus else "")

@@ -49,7 +49,8 @@ def check_values(cls, values: dict, prefix: str, skip=()) -> dict:
     names = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f.name in hints]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; valid keys: {', '.join(sorted(names)) or 'none'}")
+        valid = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; valid keys: {valid}")
     return {k: check_value(_join(prefix, k), v, hints[k], limits(cls, k)) for k, v in values.items()}
 
 

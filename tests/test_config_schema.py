@@ -94,8 +94,9 @@ def test_check_values_lists_the_valid_keys():
 
 
 def test_ranges_read_as_intervals():
-    assert [describe(r) for r in ({"gt": 0}, {"ge": 1}, {"ge": 0, "lt": 1}, {"gt": 0, "le": 1.5}, {"choices": ("x",)})] \
-        == ["> 0", ">= 1", "in [0, 1)", "in (0, 1.5]", "x"]
+    assert [
+        describe(r) for r in ({"gt": 0}, {"ge": 1}, {"ge": 0, "lt": 1}, {"gt": 0, "le": 1.5}, {"choices": ("x",)})
+    ] == ["> 0", ">= 1", "in [0, 1)", "in (0, 1.5]", "x"]
     assert check_value("k", 2, int, {"ge": 0, "lt": 2**32}) == 2
 
 
@@ -138,7 +139,10 @@ API_CASES = [
     (lambda: BNEW(stages=(0.5, 0.5)), "method.stages must be a list of 4 finite numbers (got (0.5, 0.5))"),
     (lambda: ModelConfig(options={"hidden": [0]}), "model.hidden[0] must be >= 1 (got 0)"),
     (lambda: ModelConfig(kernel_quantizer_args={"clip": -1}), "model.kernel_quantizer_args.clip must be > 0 (got -1)"),
-    (lambda: ModelConfig(name="resnet20", options={"cifar_stem": "no"}), "model.cifar_stem must be true or false (got 'no')"),
+    (
+        lambda: ModelConfig(name="resnet20", options={"cifar_stem": "no"}),
+        "model.cifar_stem must be true or false (got 'no')",
+    ),
     (lambda: DatasetConfig(subset=0), "dataset.subset must be >= 1 (got 0)"),
     (lambda: DistillConfig(alpha=1.5), "distill.alpha must be in [0, 1] (got 1.5)"),
     (lambda: AnalysisConfig(signs="yes"), "analysis.signs must be true or false (got 'yes')"),

@@ -47,7 +47,9 @@ def test_missing_data_set_is_installed_updating_the_package_lists_first(tmp_path
     assert [c.split()[-3:] for c in calls] == [["install", "-y", "dataset-fashion-mnist"],  # fails: lists empty
                                                 ["-o", "Acquire::http::Timeout=20", "update"],
                                                 ["install", "-y", "dataset-fashion-mnist"]]
-    assert result.stderr.strip() == "make test: installing Debian's dataset-fashion-mnist for tests/test_fashion_mnist.py"
+    assert (
+        result.stderr.strip() == "make test: installing Debian's dataset-fashion-mnist for tests/test_fashion_mnist.py"
+    )
 
 
 def test_present_data_set_needs_nothing(tmp_path):

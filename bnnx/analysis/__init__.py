@@ -42,8 +42,8 @@ def analyze_run(run_dir: Path, bits: list[int], finetune: int = 0, merge_negatio
     """
     from bnnx.analysis import plots
     from bnnx.analysis.signs import SIGNS_FILE
-    from bnnx.train.restore import read_run_config
     from bnnx.data import load_dataset
+    from bnnx.train.restore import read_run_config
 
     run_dir = Path(run_dir)
     check(run_dir.is_dir(), f"{run_dir} is not a folder")

@@ -25,11 +25,15 @@ def bench(out: str = typer.Option("bench.json", "--out", help="Where to write th
         table.add_column(column)
     for row in report["cases"]:
         if "ratio" in row:  # packed inference and export size: a ratio against its target
-            target, met = ("none", "report") if row["target"] is None else (f"{row['target']}×", "yes" if row["met"] else "NO")
+            if row["target"] is None:
+                target, met = "none", "report"
+            else:
+                target, met = f"{row['target']}×", "yes" if row["met"] else "NO"
             table.add_row(row["case"], "", "", f"{row['ratio']:.3f}×", target, met)
             continue
-        table.add_row(row["case"], f"{row['compile_s']:.2f}", f"{row['step_ms']:.2f}", f"{row['images_per_s']:.0f} img/s",
-                      f"{row['target_images_per_s']:.0f}", "yes" if row["meets_target"] else "NO")
+        table.add_row(row["case"], f"{row['compile_s']:.2f}", f"{row['step_ms']:.2f}",
+                      f"{row['images_per_s']:.0f} img/s", f"{row['target_images_per_s']:.0f}",
+                      "yes" if row["meets_target"] else "NO")
     Console().print(table)
     for row in report.get("ratio_cases", []):
         if "target_ratio_at_most" in row:  # a cost ratio: lower is better

@@ -78,7 +78,8 @@ def _resolve_resume(overrides: list[str], config):
         mine, theirs = _flat(config_to_dict(config)), _flat(config_to_dict(saved))
         for key in sorted(mine):
             if key not in ("resume", "out_dir") and mine.get(key) != theirs.get(key):
-                raise ConfigError(f"cannot resume with a different config: {key}={mine[key]!r} but the run has {theirs.get(key)!r}")
+                raise ConfigError(f"cannot resume with a different config: {key}={mine[key]!r} "
+                                  f"but the run has {theirs.get(key)!r}")
     return dataclasses.replace(saved, resume=True, out_dir=config.out_dir)
 
 

@@ -106,7 +106,8 @@ def import_target(target: str | None) -> type[nn.Module]:
                           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
     cls = getattr(module, attribute, None)
     check(cls is not None, f"model.target {target}: {module_name} has no {attribute}")
-    check(isinstance(cls, type) and issubclass(cls, nn.Module), f"model.target {target} is not a flax linen Module class")
+    check(isinstance(cls, type) and issubclass(cls, nn.Module),
+          f"model.target {target} is not a flax linen Module class")
     return cls
 
 

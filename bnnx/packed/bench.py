@@ -133,7 +133,8 @@ def export_size_case(model_name="binarynet", dataset="cifar10", target=1.01) -> 
     padding = words - sum(layer.params * (2 if layer.precision == "ternary" else 1) // 8
                           for layer in summary.layers if layer.precision != "real")
     ratio = file_bytes / (summary_bytes + by_collection["batch_stats"] + fold_bytes)
-    return {"case": f"export-size-{model_name}-{dataset}", "file_bytes": file_bytes, "summary_packed_bytes": summary_bytes,
+    return {"case": f"export-size-{model_name}-{dataset}", "file_bytes": file_bytes,
+            "summary_packed_bytes": summary_bytes,
             "overhead_bytes": file_bytes - summary_bytes, "batch_stats_bytes": by_collection["batch_stats"],
             "fold_threshold_bytes": fold_bytes, "quant_bytes": by_collection["quant"], "word_padding_bytes": padding,
             "manifest_bytes": manifest_bytes,

@@ -138,7 +138,8 @@ def equations(closed) -> list[_Eqn]:
         return [read(v) for v in jaxpr.outvars]
 
     jaxpr = closed.jaxpr
-    inline(jaxpr, {**dict(zip(jaxpr.constvars, map(_Const, closed.consts))), **{v: _Node(v.aval) for v in jaxpr.invars}})
+    inline(jaxpr, {**dict(zip(jaxpr.constvars, map(_Const, closed.consts))),
+                   **{v: _Node(v.aval) for v in jaxpr.invars}})
     return found
 
 

@@ -53,7 +53,8 @@ def geometry_of(module, policy, role: str) -> Geometry:
     strides = (strides,) * len(module.kernel_size) if isinstance(strides, int) else tuple(strides)
     dilated = any(d != 1 for d in np.atleast_1d(getattr(module, "kernel_dilation", None) or 1))
     if module.feature_group_count != 1 or dilated or len(module.kernel_size) != 2:
-        raise ConfigError(f"packed engine: conv {path} is grouped, dilated or not 2-D; only plain 2-D convs are supported")
+        raise ConfigError(f"packed engine: conv {path} is grouped, dilated or not 2-D; "
+                          "only plain 2-D convs are supported")
     return Geometry(policy, role, True, tuple(module.kernel_size), strides, module.padding)
 
 

@@ -67,8 +67,8 @@ def execute_group(jobs: list[dict]) -> dict:
     except (NotVectorisable, CheckpointError) as error:
         note = "seeds run separately: " + " ".join(str(error).split())[:300]
     except KeyboardInterrupt:
-        return {"outcomes": [{"status": "interrupted", "error": "interrupted before the runs could checkpoint"}] * len(jobs),
-                "note": None}
+        interrupted = {"status": "interrupted", "error": "interrupted before the runs could checkpoint"}
+        return {"outcomes": [interrupted] * len(jobs), "note": None}
     except Exception as error:  # any failure is a recorded outcome, never the sweep's end
         return {"outcomes": [{"status": "failed", "error": one_line(error)}] * len(jobs), "note": None}
     return {"outcomes": [execute(job) for job in jobs], "note": note}
@@ -221,7 +221,8 @@ class HydraLauncher:
             subprocess.run(self.command(jobs_file, len(jobs)), stdout=log, stderr=subprocess.STDOUT, check=False)
         for index in range(len(jobs)):
             path = outcome_file(jobs_file, index)
-            lost = {"status": "failed", "error": f"the {self.kind} job reported nothing; see {folder / jobs_file.stem}.log"}
+            lost = {"status": "failed",
+                    "error": f"the {self.kind} job reported nothing; see {folder / jobs_file.stem}.log"}
             yield index, read_json(path) if path.exists() else lost
 
 

@@ -9,8 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from bnnx.errors import ConfigError, check
-from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Check, Deviation,
-                              Metric, Preset, SweepSpec)
+from bnnx.sweeps.spec import (
+    CELL_REFERENCE,
+    KEY_PATTERN,
+    METRIC_SOURCES,
+    Axis,
+    AxisValue,
+    Cell,
+    Check,
+    Deviation,
+    Metric,
+    Preset,
+    SweepSpec,
+)
 
 
 def _keys(data: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
@@ -73,7 +84,8 @@ def _metric(data: Any, where: str) -> Metric:
     except TypeError as error:
         raise ConfigError(f"{where}: {error}") from None
     check(metric.source in METRIC_SOURCES or metric.source.endswith(".json"),
-          f"{where}: unknown source '{metric.source}'; valid: {', '.join(METRIC_SOURCES)} or a .json file in the run dir")
+          f"{where}: unknown source '{metric.source}'; "
+          f"valid: {', '.join(METRIC_SOURCES)} or a .json file in the run dir")
     check(metric.source != "speedup" or bool(metric.reference), f"{where}: a speedup metric needs a reference cell")
     numbers = {"scale": metric.scale, "margin": metric.margin}
     for name, value in numbers.items():
@@ -128,7 +140,8 @@ def _layout(data: dict, axes: tuple[Axis, ...]) -> tuple[tuple[str, ...], tuple[
     placed = list(rows) + list(columns)
     for name in placed:
         check(name in names, f"layout names axis '{name}', which does not exist; axes: {', '.join(names)}")
-    check(sorted(placed) == sorted(names), f"rows + columns must place every axis exactly once (axes: {', '.join(names)})")
+    check(sorted(placed) == sorted(names),
+          f"rows + columns must place every axis exactly once (axes: {', '.join(names)})")
     check(bool(rows), "rows must name at least one axis")
     return rows, columns
 
@@ -217,7 +230,8 @@ def _check_references(spec: SweepSpec, cells: list[Cell]) -> None:
             for override in spec.cell_overrides(cell, preset):
                 for pattern in CELL_REFERENCE.findall(override):
                     target = spec.reference_key(pattern, cell)
-                    check(target in keys, f"sweep '{spec.name}' cell {cell.key}: '${{cell:{pattern}}}' names no cell ('{target}')")
+                    check(target in keys,
+                          f"sweep '{spec.name}' cell {cell.key}: '${{cell:{pattern}}}' names no cell ('{target}')")
         for metric in spec.metrics:
             if metric.reference:
                 target = spec.reference_key(metric.reference, cell)
@@ -232,7 +246,8 @@ def expand_check(spec: SweepSpec, item: Check) -> list[tuple[str, str | None]]:
     fields = sorted({f for p in patterns for _, f, _, _ in string.Formatter().parse(p) if f})
     axes = [a.name for a in spec.axes]
     for field in fields:
-        check(field in axes, f"sweep '{spec.name}' check '{item.what}': '{{{field}}}' is not an axis; axes: {', '.join(axes)}")
+        check(field in axes,
+              f"sweep '{spec.name}' check '{item.what}': '{{{field}}}' is not an axis; axes: {', '.join(axes)}")
     out = []
     for combo in spec.combos(tuple(fields)):
         keys = {axis: value.key for axis, value in combo}

@@ -26,17 +26,17 @@ from bnnx.data import load_dataset
 from bnnx.io import check_writable, write_json, write_jsonl, write_text
 from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
+from bnnx.summary import run_precision
+from bnnx.timing import curve_from_rows, time_to_plateau
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
+from bnnx.train.provenance import versions
 from bnnx.train.rundir import RunResult, check_run_dir, default_run_dir, prepare_run_dir, rows_before  # noqa: F401 (API)
 from bnnx.train.seeds import NotVectorisable, check_vectorisable, program_for
 from bnnx.train.step import zero_sums
-from bnnx.summary import run_precision
-from bnnx.train.provenance import versions
-from bnnx.timing import curve_from_rows, time_to_plateau
 
 
 class _Interrupt:

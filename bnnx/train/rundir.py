@@ -50,7 +50,8 @@ def check_run_dir(config: TrainConfig, run_dir: Path) -> None:
     if config.resume and not has_results:
         raise ConfigError(f"nothing to resume in {run_dir}: it holds no run")
     if has_results and not config.resume:
-        raise ConfigError(f"out_dir {run_dir} already holds a run; pass resume=true to continue it or choose another out_dir")
+        raise ConfigError(f"out_dir {run_dir} already holds a run; "
+                          "pass resume=true to continue it or choose another out_dir")
 
 
 def rows_before(run_dir: Path, epoch: int) -> list[dict]:

@@ -45,7 +45,8 @@ class RunServices:
         if not hasattr(self, "_fp_apply"):
             from bnnx.models import build_model
 
-            self._fp_apply = build_model(self.config.trained_model.full_precision_twin(), self.dataset.num_classes).apply
+            twin = self.config.trained_model.full_precision_twin()
+            self._fp_apply = build_model(twin, self.dataset.num_classes).apply
         return self._fp_apply
 
     def train_sub_run(self, config, dataset=None):
