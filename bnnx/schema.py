@@ -17,18 +17,23 @@ import math
 import numbers
 import types
 import typing
-from typing import Any
+from typing import Any, Iterable, TypeVar
 
 from bnnx.errors import ConfigError
+
+T = TypeVar("T")
 
 LIMIT_KEYS = ("gt", "ge", "lt", "le", "choices", "length")
 
 
-def setting(default=dataclasses.MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None, length=None):
+def setting(default: T, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None, choices: Iterable | None = None, length: int | None = None) -> T:
     """A dataclass field with its valid range: bounds (`gt`/`ge`/`lt`/`le`) and `choices` apply to
-    the value, or to each element of a sequence; `length` is a sequence's exact length."""
+    the value, or to each element of a sequence; `length` is a sequence's exact length. Typed as
+    its default, as `dataclasses.field` is, so a field's annotation is checked against it."""
     given = dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices, length=length)
-    return dataclasses.field(default=default, metadata={"limits": {k: v for k, v in given.items() if v is not None}})
+    limits = {k: v for k, v in given.items() if v is not None}
+    return dataclasses.field(default=default, metadata={"limits": limits})
 
 
 def validate(instance, prefix: str = "") -> None:
