@@ -135,7 +135,7 @@ class Binarized(nn.Module):
 
     def plan(self, call, *inputs) -> dict[str, tuple[str, QuantPolicy]]:
         """(role, policy) of every quantizable layer by path, from an abstract trace of the model."""
-        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.scope.path))
+        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.path))
         check(bool(order), f"{type(self.model).__name__} calls no nn.Dense, nn.DenseGeneral, nn.Conv or nn.Einsum")
         for rule in self.rules:
             check(any(rule.matches(name) for name in order),

@@ -14,13 +14,14 @@ flax module), and the dataclasses' `__post_init__` checks every value once the c
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 GROUPS = ("method", "model", "dataset", "logger")
 # TrainConfig's fields that are config groups, not top-level keys
 _GROUP_FIELDS = frozenset(GROUPS)
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """A default as OmegaConf holds it: tuples become lists, recursively."""
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]

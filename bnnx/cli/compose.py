@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 from bnnx.errors import ConfigError
 from bnnx.resources import conf_dir
@@ -54,7 +54,7 @@ def compose_dict(overrides: list[str], composed: dict | None = None) -> dict:
     try:
         cfg = _composition(shared, composed)
         _set_values(cfg, per_run)
-        return OmegaConf.to_container(cfg, resolve=True)
+        return cast(dict, OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_one_line(str(error), overrides)) from None
 

@@ -58,8 +58,8 @@ def bnew(learning_rate: float, lam: float, b1: float = 0.9, b2: float = 0.999, e
     def init(params):
         return BnewState(scale_by_adam.init(params))
 
-    def update(grads, state, params):
-        steps, adam_state = scale_by_adam.update(grads, state.adam, params)
+    def update(updates, state, params=None):  # updates: the loss gradients
+        steps, adam_state = scale_by_adam.update(updates, state.adam, params)
         expand = 1.0 + 2.0 * lam * learning_rate
 
         def new_minus_old(step, w):

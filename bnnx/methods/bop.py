@@ -59,12 +59,12 @@ def bop(gamma: float, threshold: float) -> optax.GradientTransformation:
         return BopState(momentum=zeros, flips=jax.tree.map(lambda _: jnp.zeros((), jnp.int32), params),
                         steps=jnp.zeros((), jnp.int32))
 
-    def update(grads, state, params):
-        momentum = jax.tree.map(lambda m, g: (1.0 - gamma) * m + gamma * g, state.momentum, grads)
+    def update(updates, state, params=None):  # updates: the loss gradients
+        momentum = jax.tree.map(lambda m, g: (1.0 - gamma) * m + gamma * g, state.momentum, updates)
         flip = jax.tree.map(lambda m, w: (jnp.abs(m) > threshold) & (jnp.sign(m) == sign(w)), momentum, params)
-        updates = jax.tree.map(lambda f, w: jnp.where(f, -2.0 * w, 0.0).astype(w.dtype), flip, params)
+        deltas = jax.tree.map(lambda f, w: jnp.where(f, -2.0 * w, 0.0).astype(w.dtype), flip, params)
         flips = jax.tree.map(lambda n, f: n + jnp.sum(f, dtype=jnp.int32), state.flips, flip)
-        return updates, BopState(momentum, flips, state.steps + 1)
+        return deltas, BopState(momentum, flips, state.steps + 1)
 
     return optax.GradientTransformation(init, update)
 

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnnx.errors import check
+from bnnx.errors import ConfigError, check
 from bnnx.io import read_json, write_json
 from bnnx.layers import flat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, round_half_up
@@ -214,7 +214,8 @@ class ILB(MethodConfig):
     def sensitivity_ranking(self, ctx: MethodContext, names: list[str]) -> list[str]:
         """Sensitivity pre-training: one short run per layer with only that layer binary,
         ranked by held-out accuracy; saved to / reused from <run dir>/sensitivity.json."""
-        check(ctx.run_dir is not None, "method.order=sensitivity needs a run directory (or method.ranking)")
+        if ctx.run_dir is None:
+            raise ConfigError("method.order=sensitivity needs a run directory (or method.ranking)")
         saved = Path(ctx.run_dir) / SENSITIVITY_FILE
         if saved.exists():
             return list(read_json(saved)["ranking"])

@@ -46,7 +46,8 @@ def make_inner(name: str, values: dict | None, key: str = "method.inner") -> Met
     if unknown:
         raise ConfigError(f"unknown key '{key}_config.{unknown[0]}'; valid keys: {', '.join(fields)}")
     try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**kwargs)
     except (TypeError, ConfigError) as error:
         raise ConfigError(f"{key}_config: {error}") from None
 

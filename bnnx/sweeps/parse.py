@@ -62,12 +62,13 @@ def _axis_value(data: Any, where: str, presets: dict) -> AxisValue:
 
 
 def _axes(data: Any, presets: dict) -> tuple[Axis, ...]:
-    check(isinstance(data, list) and data, "axes must be a non-empty list of {name, values}")
+    check(isinstance(data, list) and bool(data), "axes must be a non-empty list of {name, values}")
     axes = []
     for i, axis in enumerate(data):
         axis = _keys(axis, f"axes[{i}]", ("name", "values"), ())
         name = str(axis["name"])
-        check(isinstance(axis["values"], list) and axis["values"], f"axis '{name}' needs a non-empty list of values")
+        check(isinstance(axis["values"], list) and bool(axis["values"]),
+              f"axis '{name}' needs a non-empty list of values")
         values = tuple(_axis_value(v, f"axis '{name}' value {j}", presets) for j, v in enumerate(axis["values"]))
         keys = [v.key for v in values]
         check(len(set(keys)) == len(keys), f"axis '{name}' repeats a value key: {keys}")
@@ -99,8 +100,8 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         check(value >= 1, f"{where}: seeds must be >= 1 (got {value})")
         return tuple(range(value))
-    check(isinstance(value, list) and value and all(isinstance(s, int) for s in value),
-          f"{where}: seeds must be a count or a list of integers")
+    if not (isinstance(value, list) and value and all(isinstance(s, int) for s in value)):
+        raise ConfigError(f"{where}: seeds must be a count or a list of integers")
     return tuple(value)
 
 
@@ -150,7 +151,7 @@ def _exclude(data: Any, axes: tuple[Axis, ...]) -> tuple[dict, ...]:
     data = data or []
     check(isinstance(data, list), "exclude must be a list of {axis: value key}")
     for rule in data:
-        check(isinstance(rule, dict) and rule, "each exclude rule is a non-empty {axis: value key} mapping")
+        check(isinstance(rule, dict) and bool(rule), "each exclude rule is a non-empty {axis: value key} mapping")
         for axis, key in rule.items():
             check(axis in [a.name for a in axes], f"exclude names unknown axis '{axis}'")
             next(a for a in axes if a.name == axis).value(str(key))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -16,8 +17,13 @@ import numpy as np
 from bnnx.errors import BnnxError, CheckpointError
 from bnnx.train.checkpoint import Checkpoints
 
+if TYPE_CHECKING:
+    import flax.linen as nn
 
-def read_run_config(run_dir: str | Path):
+    from bnnx.config import TrainConfig
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The typed config a run recorded, or a one-line CheckpointError (missing or corrupt)."""
     from omegaconf import OmegaConf
 
@@ -43,8 +49,8 @@ def read_run_config(run_dir: str | Path):
 
 @dataclasses.dataclass
 class TrainedRun:
-    config: object  # the run's TrainConfig
-    model: object  # its trained model, built for the data set it was restored for
+    config: TrainConfig  # the run's
+    model: nn.Module  # its trained model, built for the data set it was restored for
     variables: dict  # params, batch_stats, quant of the latest checkpoint (NumPy leaves)
     step: int
 
@@ -69,7 +75,7 @@ def restore_trained(run_dir: str | Path, dataset, config=None) -> TrainedRun:
     return TrainedRun(config, model, variables, int(tree["step"]))
 
 
-def restore_run(run_dir: str | Path, dataset, config=None):
+def restore_run(run_dir: str | Path, dataset, config=None) -> tuple[dict, TrainConfig, nn.Module]:
     """(variables, config, model) of a finished run's latest checkpoint."""
     run = restore_trained(run_dir, dataset, config)
     return run.variables, run.config, run.model

@@ -8,23 +8,30 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bnnx.errors import BnnxError, CheckpointError
 from bnnx.io import read_json, read_jsonl
 from bnnx.train.restore import read_run_config, restore_run
 from bnnx.train.rundir import RunResult, holds_run
 
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from bnnx.config import TrainConfig
+    from bnnx.data.base import ArrayDataset
+    from bnnx.data.streaming import StreamingDataset
+
 
 @dataclasses.dataclass
 class RunServices:
-    config: object  # TrainConfig of the run being built
-    dataset: object
-    model: object
+    config: TrainConfig  # of the run being built
+    dataset: ArrayDataset | StreamingDataset
+    model: nn.Module
     variables: dict  # freshly initialised variables of this run's model
     train_run: Callable | None = None  # bnnx.train.loop.train, for sub-runs
 
-    def load_run_variables(self, run_dir: str | Path) -> tuple[dict, object]:
+    def load_run_variables(self, run_dir: str | Path) -> tuple[dict, TrainConfig]:
         """Variables of a finished run, checked to fit this run's model. Returns (variables, its config)."""
         from bnnx.layers import flat
 
