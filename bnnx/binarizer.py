@@ -55,7 +55,8 @@ class Rule:
         except re.error as error:
             raise ConfigError(f"rule '{self.pattern}' is not a regular expression: {error}") from None
         bad = sorted(set(dict(self.overrides)) - set(OVERRIDES))
-        check(not bad, f"rule '{self.pattern}': unknown override '{bad[0] if bad else ''}'; valid: {', '.join(OVERRIDES)}")
+        check(not bad,
+              f"rule '{self.pattern}': unknown override '{bad[0] if bad else ''}'; valid: {', '.join(OVERRIDES)}")
 
     def matches(self, path: str) -> bool:
         return re.search(self.pattern, path) is not None
@@ -134,7 +135,7 @@ class Binarized(nn.Module):
 
     def plan(self, call, *inputs) -> dict[str, tuple[str, QuantPolicy]]:
         """(role, policy) of every quantizable layer by path, from an abstract trace of the model."""
-        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.scope.path))
+        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.path))
         check(bool(order), f"{type(self.model).__name__} calls no nn.Dense, nn.DenseGeneral, nn.Conv or nn.Einsum")
         for rule in self.rules:
             check(any(rule.matches(name) for name in order),
@@ -211,7 +212,8 @@ class _QuantizingPromote:
     """A layer's `promote_dtype` followed by the quantization of (inputs, kernel)."""
 
     def __init__(self, promote, scope, policy: QuantPolicy, role: str, path: str, train: bool):
-        self.promote, self.scope, self.policy, self.role, self.path, self.train = promote, scope, policy, role, path, train
+        self.promote, self.scope, self.policy = promote, scope, policy
+        self.role, self.path, self.train = role, path, train
         self.kernel_shape: tuple[int, ...] = ()
 
     def __call__(self, inputs, kernel, *rest, **kwargs):

@@ -95,7 +95,7 @@ class _Quantized(nn.Module):
     """Shared quantization logic of QuantDense and QuantConv (which declare `policy` and `role`)."""
 
     def _quantize(self, kernel: jax.Array, x: jax.Array, train: bool):
-        return quantize_operands(self, self.policy, self.role, "/".join(self.scope.path), kernel, x, train)
+        return quantize_operands(self, self.policy, self.role, "/".join(self.path), kernel, x, train)
 
 
 class QuantDense(_Quantized):
@@ -180,7 +180,7 @@ def report_layer(record: LayerRecord) -> None:
 
 
 def _quant_record(module: _Quantized, x, out) -> LayerRecord:
-    path = tuple(module.scope.path)
+    path = tuple(module.path)
     kind = "conv" if isinstance(module, QuantConv) else "dense"
     in_features = x.shape[-1] // getattr(module, "feature_group_count", 1)
     kshape = (*module.kernel_size, in_features, module.features) if kind == "conv" else (x.shape[-1], module.features)

@@ -152,7 +152,8 @@ def summarize(config: ModelConfig, dataset: str, image_size: int = 224) -> Model
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))["params"]
     total = sum(math.prod(leaf.shape) for leaf in flat(params).values())
     layers = [layer_summary(record, config) for record in records]
-    return ModelSummary(config.target or config.name, dataset, shape, classes, layers, total - sum(layer.params for layer in layers))
+    return ModelSummary(config.target or config.name, dataset, shape, classes, layers,
+                        total - sum(layer.params for layer in layers))
 
 
 def render(summary: ModelSummary):

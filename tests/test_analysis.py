@@ -192,7 +192,9 @@ def test_sign_tracking_survives_an_interrupt_and_a_crash(mlp_run, digits, tmp_pa
     # resumed, then killed at the start of epoch 3: the tracker already holds epoch 2 but the
     # last checkpoint (every 2 epochs) is after epoch 1, so the tracker must step back one epoch
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_run(run_dir, MLP, epochs=4, checkpoint_every=2, resume=True, dataset=disrupted(digits, at=(3, 0), crash=True))
+        train_run(
+            run_dir, MLP, epochs=4, checkpoint_every=2, resume=True, dataset=disrupted(digits, at=(3, 0), crash=True)
+        )
     train_run(run_dir, MLP, epochs=4, checkpoint_every=2, resume=True, dataset=digits)
     assert read_json(run_dir / signs.SIGNS_FILE) == read_json(mlp_run / signs.SIGNS_FILE)
 

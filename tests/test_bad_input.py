@@ -82,17 +82,24 @@ BAD_INPUTS = [
     ("model=resnet20 model.cifar_stem=maybe", ["model.cifar_stem must be true or false", "'maybe'"]),
     ("model.fp=1", ["model.fp must be true or false", "1"]),
     ("model.scaling=sideways", ["model.scaling must be one of learned, mean_abs, none", "'sideways'"]),
-    ("model.real_roles=[first,middle]", ["model.real_roles[1] must be one of first, hidden, last, shortcut", "'middle'"]),
+    (
+        "model.real_roles=[first,middle]",
+        ["model.real_roles[1] must be one of first, hidden, last, shortcut", "'middle'"],
+    ),
     ("model.real_paths=['[']", ["model.real_paths has an invalid regex", "'['"]),
     ("model.kernel_quantizer=nope", ["model.kernel_quantizer must be one of", "sign_ste", "'nope'"]),
     ("model.kernel_quantizer_args={clip:-1}", ["model.kernel_quantizer_args.clip must be > 0", "-1"]),
     ("model.kernel_quantizer_args={clip:abc}", ["model.kernel_quantizer_args.clip must be a finite number", "'abc'"]),
     ("model.kernel_quantizer_args={clp:1}", ["unknown key 'model.kernel_quantizer_args.clp'", "clip"]),
     ("model.kernel_quantizer_args=5", ["model.kernel_quantizer_args must be a mapping or null", "5"]),
-    ("model.kernel_quantizer=ternary model.kernel_quantizer_args={delta:-0.5}",
-     ["model.kernel_quantizer_args.delta must be >= 0", "-0.5"]),
-    ("model.input_quantizer=swish_sign model.input_quantizer_args={beta:0}",
-     ["model.input_quantizer_args.beta must be > 0", "0"]),
+    (
+        "model.kernel_quantizer=ternary model.kernel_quantizer_args={delta:-0.5}",
+        ["model.kernel_quantizer_args.delta must be >= 0", "-0.5"],
+    ),
+    (
+        "model.input_quantizer=swish_sign model.input_quantizer_args={beta:0}",
+        ["model.input_quantizer_args.beta must be > 0", "0"],
+    ),
     # dataset
     ("dataset=nope", ["unknown dataset 'nope'", "digits"]),
     ("dataset.subset=0", ["dataset.subset must be >= 1", "0"]),
@@ -196,6 +203,8 @@ def test_resume_with_corrupt_checkpoint(finished_run, tmp_path):
         if path.is_file() and path.stat().st_size > 0:
             path.write_bytes(b"\x00garbage" * 7)
     before = snapshot(copy)
-    result = subprocess.run(BNNX + ["train", "resume=true", f"out_dir={copy}"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        BNNX + ["train", "resume=true", f"out_dir={copy}"], capture_output=True, text=True, timeout=300
+    )
     assert_one_line_error(result.returncode, result.stdout + result.stderr, "corrupt or incompatible")
     assert snapshot(copy) == before

@@ -52,7 +52,9 @@ def forward_calls(model, variables, x):
 
     def capture(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and isinstance(context.module, (nn.Dense, nn.Conv, nn.DenseGeneral, nn.Einsum)):
+        if context.method_name == "__call__" and isinstance(
+            context.module, (nn.Dense, nn.Conv, nn.DenseGeneral, nn.Einsum)
+        ):
             calls["/".join(context.module.scope.path)] = (context.module, args[0], out)
         return out
 

@@ -1,5 +1,5 @@
 """The config schema (bnnx.config.schema): every key's type, default and range, checked the same way
-for the CLI and the Python API; the YAML options restate their classes' defaults."""
+for the CLI and the Python API; the YAML options state only what differs from their classes' defaults."""
 
 import dataclasses
 import math
@@ -94,8 +94,9 @@ def test_check_values_lists_the_valid_keys():
 
 
 def test_ranges_read_as_intervals():
-    assert [describe(r) for r in ({"gt": 0}, {"ge": 1}, {"ge": 0, "lt": 1}, {"gt": 0, "le": 1.5}, {"choices": ("x",)})] \
-        == ["> 0", ">= 1", "in [0, 1)", "in (0, 1.5]", "x"]
+    assert [
+        describe(r) for r in ({"gt": 0}, {"ge": 1}, {"ge": 0, "lt": 1}, {"gt": 0, "le": 1.5}, {"choices": ("x",)})
+    ] == ["> 0", ">= 1", "in [0, 1)", "in (0, 1.5]", "x"]
     assert check_value("k", 2, int, {"ge": 0, "lt": 2**32}) == 2
 
 
@@ -138,7 +139,10 @@ API_CASES = [
     (lambda: BNEW(stages=(0.5, 0.5)), "method.stages must be a list of 4 finite numbers (got (0.5, 0.5))"),
     (lambda: ModelConfig(options={"hidden": [0]}), "model.hidden[0] must be >= 1 (got 0)"),
     (lambda: ModelConfig(kernel_quantizer_args={"clip": -1}), "model.kernel_quantizer_args.clip must be > 0 (got -1)"),
-    (lambda: ModelConfig(name="resnet20", options={"cifar_stem": "no"}), "model.cifar_stem must be true or false (got 'no')"),
+    (
+        lambda: ModelConfig(name="resnet20", options={"cifar_stem": "no"}),
+        "model.cifar_stem must be true or false (got 'no')",
+    ),
     (lambda: DatasetConfig(subset=0), "dataset.subset must be >= 1 (got 0)"),
     (lambda: DistillConfig(alpha=1.5), "distill.alpha must be in [0, 1] (got 1.5)"),
     (lambda: AnalysisConfig(signs="yes"), "analysis.signs must be true or false (got 'yes')"),
@@ -160,7 +164,10 @@ def test_python_api_sequences_are_stored_as_tuples():
     assert ILB(initial_binary=["Dense_1"]).initial_binary == ("Dense_1",)
 
 
-# ---- the YAML options restate, never contradict, their classes' defaults ---------------
+# ---- one source of defaults: the dataclasses; a YAML option states only what differs ---------
+
+NEEDS = {"external": ["model.target=tests.models_external:SmallNet"]}  # a class to binarize
+
 
 def load_yaml(path: Path) -> dict:
     from omegaconf import OmegaConf
@@ -169,73 +176,62 @@ def load_yaml(path: Path) -> dict:
 
 
 def defaults_of(cls, skip=()) -> dict:
-    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            for f in dataclasses.fields(cls) if f.name not in skip}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in skip:
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out[f.name] = defaults_of(type(value)) if dataclasses.is_dataclass(value) else value
+    return out
 
 
-def tuples(value):
-    return tuple(value) if isinstance(value, list) else value
+def lists(value):
+    if isinstance(value, dict):
+        return {k: lists(v) for k, v in value.items()}
+    return [lists(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-def assert_restates(data: dict, defaults: dict, where: str):
-    assert set(data) == set(defaults), where
-    for key, value in data.items():
-        assert tuples(value) == defaults[key], f"{where}: {key}={value!r}, the class says {defaults[key]!r}"
-
-
-@pytest.mark.parametrize("path", sorted((CONF / "method").glob("*.yaml")), ids=lambda p: p.stem)
-def test_method_yaml_restates_its_class_defaults(path):
+def class_defaults(group: str, option: str) -> dict:
+    """The option's defaults read off its dataclass (and, for a model, its flax module)."""
     from bnnx.methods import method_class
+    from bnnx.models import model_options
 
-    data = load_yaml(path)
-    assert data.pop("name") == path.stem
-    assert_restates(data, defaults_of(method_class(path.stem)), str(path.name))
-
-
-@pytest.mark.parametrize("path", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)
-def test_model_yaml_holds_every_key_and_restates_the_module_defaults(path):
-    """The common keys (quantizers, roles) are each model's policy; its own options are the module's."""
-    from bnnx.models import FIXED, model_class
-
-    data = load_yaml(path)
-    assert data["name"] == path.stem
-    plain_only = {"target", "rules"}  # only plain flax models (binarized by rules) take these
-    common = set(defaults_of(ModelConfig)) - {"options"} - plain_only
-    assert common <= set(data)
-    if path.stem == "external":  # no class until model.target names one
-        assert plain_only | {"options"} <= set(data)
-        return
-    own = {k: v for k, v in data.items() if k not in common | plain_only}
-    assert_restates(own, defaults_of(model_class(path.stem), FIXED), str(path.name))
+    if group == "method":
+        return {**defaults_of(method_class(option)), "name": option}
+    if group == "model" and option == "external":
+        return {**defaults_of(ModelConfig), "name": option}
+    if group == "model":
+        return {**defaults_of(ModelConfig, ("options", "target", "rules")), **model_options(option), "name": option}
+    return {**defaults_of({"dataset": DatasetConfig, "logger": LoggerConfig}[group]), "name": option}
 
 
-@pytest.mark.parametrize("path", sorted((CONF / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
-def test_dataset_yaml_holds_every_key(path):
-    data = load_yaml(path)
-    assert data["name"] == path.stem and set(data) == set(defaults_of(DatasetConfig))
+@pytest.mark.parametrize("group", ["method", "model", "dataset", "logger"])
+def test_an_option_composes_to_its_class_defaults_plus_exactly_its_yaml(group):
+    from bnnx.config.compose import compose_dict
+
+    for path in sorted((CONF / group).glob("*.yaml")):
+        own = load_yaml(path)
+        assert own.pop("defaults") == [f"base_{path.stem}", "_self_"], path.name
+        defaults = lists(class_defaults(group, path.stem))
+        restated = [k for k, v in own.items() if k in defaults and lists(v) == defaults[k]]
+        assert not restated, f"{path.name} restates its class's defaults: {restated}"
+        composed = compose_dict([f"{group}={path.stem}", *NEEDS.get(path.stem, [])])[group]
+        expected = {**defaults, **own, **({"target": NEEDS[path.stem][0].split("=")[1]} if path.stem in NEEDS else {})}
+        assert composed == expected, path.name
 
 
-def test_top_level_yaml_restates_the_train_config_defaults():
-    data = load_yaml(CONF / "config.yaml")
-    data.pop("defaults")
-    assert_restates(data.pop("distill"), defaults_of(DistillConfig), "distill")
-    assert_restates(data.pop("analysis"), defaults_of(AnalysisConfig), "analysis")
-    assert_restates(data, defaults_of(TrainConfig, ("method", "model", "dataset", "distill", "analysis", "logger")),
-                    "config.yaml")
+def test_the_top_level_composes_to_the_train_config_defaults():
+    from bnnx.config.compose import compose_dict
 
-
-def test_logger_yaml_restates_the_logger_config_defaults():
-    for path in sorted((CONF / "logger").glob("*.yaml")):
-        data = load_yaml(path)
-        assert data.pop("name") == path.stem
-        assert set(data) == set(defaults_of(LoggerConfig)) - {"name"}, path.name
-    assert_restates({k: v for k, v in load_yaml(CONF / "logger" / "none.yaml").items() if k != "name"},
-                    {k: v for k, v in defaults_of(LoggerConfig).items() if k != "name"}, "none.yaml")
+    own = load_yaml(CONF / "config.yaml")
+    assert set(own) == {"defaults"}  # every top-level key is TrainConfig's
+    composed = compose_dict([])
+    groups = ("method", "model", "dataset", "logger")
+    assert {k: v for k, v in composed.items() if k not in groups} == lists(defaults_of(TrainConfig, groups))
+    assert compose_dict(["epochs=3", "distill.alpha=0.25"])["epochs"] == 3
 
 
 @pytest.mark.parametrize("group", ["method", "model", "dataset", "logger"])
 def test_every_option_composes_into_a_valid_config(compose, group):
-    needs = {"external": ["model.target=tests.models_external:SmallNet"]}  # a class to binarize
     for path in sorted((CONF / group).glob("*.yaml")):
-        config = compose(f"{group}={path.stem}", *needs.get(path.stem, []))
+        config = compose(f"{group}={path.stem}", *NEEDS.get(path.stem, []))
         assert getattr(config, group).name == path.stem

@@ -76,4 +76,5 @@ def test_a_bad_devices_value_is_one_line_and_exit_2(tmp_path, value, message):
 def test_a_batch_that_does_not_split_evenly_is_refused(tmp_path):
     done = two_devices("-m", "bnnx.cli.__main__", "train", *TINY[:-1], "batch_size=63", "method=ste", "devices=2",
                        f"out_dir={tmp_path / 'run'}")
-    assert done.returncode == 2 and "batch_size=63 must be a multiple of devices (2)" in done.stderr, done.stderr[-2000:]
+    message = "batch_size=63 must be a multiple of devices (2)"
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]

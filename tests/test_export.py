@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +11,9 @@ import pytest
 
 from bnnx.errors import CheckpointError
 from bnnx.export import tensor_entries, unpack, write_export
-from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.layers import flat, set_quant, unflat
 from bnnx.models import ModelConfig, build_model
+from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.packed.engine import load
 
 
@@ -151,7 +150,9 @@ def test_an_export_of_the_previous_format_still_reads(tmp_path):
     np.savez(tmp_path / "old.npz", **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
     exported = unpack(tmp_path / "old.npz")
     assert not exported.thresholds
-    np.testing.assert_array_equal(np.asarray(model.apply(exported.variables(), x)), np.asarray(model.apply(variables, x)))
+    np.testing.assert_array_equal(
+        np.asarray(model.apply(exported.variables(), x)), np.asarray(model.apply(variables, x))
+    )
 
 
 def test_export_of_a_folder_without_a_run_is_one_line(run_cli, tmp_path):
@@ -160,9 +161,10 @@ def test_export_of_a_folder_without_a_run_is_one_line(run_cli, tmp_path):
 
 
 def test_export_without_checkpoint_is_one_line(compose, run_cli, tmp_path):
+    from omegaconf import OmegaConf
+
     from bnnx.config import config_to_dict
     from bnnx.io import write_text
-    from omegaconf import OmegaConf
 
     config = dataclasses.replace(compose("model=mlp", "model.hidden=[8]"), out_dir=str(tmp_path))
     write_text(tmp_path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config_to_dict(config))))

@@ -63,7 +63,9 @@ def test_thresholds_equal_the_float_path_on_every_sum_with_ties_and_degenerate_c
     folded = sign_thresholds(layer, "producer", "bn", BATCH_NORM, variables, HARDTANH, SignSTE(), pooled=False)
     assert isinstance(folded, SignThresholds), folded
     bits = np.asarray(folded.bits(jnp.asarray(ys)))
-    np.testing.assert_array_equal(bits, float_path_bits(layer, variables, jnp.broadcast_to(ys, (2 * K + 1, len(CRAFTED)))))
+    np.testing.assert_array_equal(
+        bits, float_path_bits(layer, variables, jnp.broadcast_to(ys, (2 * K + 1, len(CRAFTED))))
+    )
     np.testing.assert_array_equal(bits, numpy_bits(CRAFTED, ys))
     assert np.asarray(folded.multiplier).tolist() == MULTIPLIERS
     at = lambda y, channel: bits[y + K, list(CRAFTED).index(channel)]  # noqa: E731

@@ -198,7 +198,10 @@ def test_layer_switches_never_recompile_and_the_run_ends_fully_binary(compose, d
 
 
 def test_latent_clip_starts_when_the_layer_turns_binary():
-    params = {"A": {"kernel": jnp.array([0.5, -0.9])}, "B": {"kernel": jnp.array([0.5, -0.9]), "bias": jnp.array([0.9])}}
+    params = {
+        "A": {"kernel": jnp.array([0.5, -0.9])},
+        "B": {"kernel": jnp.array([0.5, -0.9]), "bias": jnp.array([0.9])},
+    }
     updates = jax.tree.map(lambda w: jnp.full_like(w, 0.8), params)
     tx = project_box_from({"A": 0, "B": 2})
     state = tx.init(params)

@@ -101,5 +101,7 @@ def test_a_state_dict_of_another_model_is_refused(run_cli, tmp_path):
     code, output = run_cli("import", "torchvision", "resnet18", str(tmp_path / "w.safetensors"), str(tmp_path / "run"))
     assert code == 2 and "has no 'bn1.weight'" in output and not (tmp_path / "run").exists()
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
-    code, output = run_cli("import", "torchvision", "resnet18", str(tmp_path / "bad.safetensors"), str(tmp_path / "run"))
+    code, output = run_cli(
+        "import", "torchvision", "resnet18", str(tmp_path / "bad.safetensors"), str(tmp_path / "run")
+    )
     assert code == 2 and output.startswith("error: cannot read") and not (tmp_path / "run").exists()

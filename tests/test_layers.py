@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from bnnx.errors import ConfigError
-from bnnx.layers import (FULL_PRECISION, QuantConv, QuantDense, QuantPolicy, check_masks, flat, param_labels,
-                         record_layers, set_quant)
+from bnnx.layers import (
+    FULL_PRECISION,
+    QuantConv,
+    QuantDense,
+    QuantPolicy,
+    check_masks,
+    flat,
+    param_labels,
+    record_layers,
+    set_quant,
+)
 from bnnx.models import ModelConfig, build_model
 from bnnx.quantizers import Identity, SignSTE
 
@@ -58,7 +67,9 @@ def test_mean_abs_scaling_multiplies_each_output_channel():
     expected = np.asarray(X) @ (np_sign(kernel) * np.abs(kernel).mean(axis=0))
     np.testing.assert_allclose(np.asarray(apply(variables)), expected, rtol=1e-5)
     # the XNOR scale is a constant for the gradient: d/dw sum(y) = STE only
-    grad = jax.grad(lambda p: jnp.sum(QuantDense(3, policy=policy).apply(dict(variables, params=p), X)))(variables["params"])
+    grad = jax.grad(lambda p: jnp.sum(QuantDense(3, policy=policy).apply(dict(variables, params=p), X)))(
+        variables["params"]
+    )
     expected_grad = np.asarray(X).sum(0)[:, None] * np.abs(kernel).mean(0)[None, :] * (np.abs(kernel) <= 1)
     np.testing.assert_allclose(np.asarray(grad["kernel"]), expected_grad, rtol=1e-5)
 
@@ -74,7 +85,9 @@ def test_learned_scaling_is_a_real_parameter():
 def test_real_roles_have_no_quant_state_and_are_exact():
     variables, apply = init(QuantDense(3, role="first"))
     assert "quant" not in variables
-    np.testing.assert_allclose(np.asarray(apply(variables)), np.asarray(X) @ np.asarray(variables["params"]["kernel"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(apply(variables)), np.asarray(X) @ np.asarray(variables["params"]["kernel"]), rtol=1e-6
+    )
 
 
 def test_real_paths_keep_matching_layers_real():
@@ -89,8 +102,13 @@ def test_conv_binary_forward_matches_reference():
     layer = QuantConv(4, kernel_size=(3, 3))
     variables = layer.init(jax.random.key(0), x)
     kernel = np_sign(np.asarray(variables["params"]["kernel"]))
-    expected = jax.lax.conv_general_dilated(jnp.asarray(np_sign(np.asarray(x)), jnp.float32), jnp.asarray(kernel, jnp.float32),
-                                            (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    expected = jax.lax.conv_general_dilated(
+        jnp.asarray(np_sign(np.asarray(x)), jnp.float32),
+        jnp.asarray(kernel, jnp.float32),
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     np.testing.assert_allclose(np.asarray(layer.apply(variables, x)), np.asarray(expected), rtol=1e-5)
 
 
@@ -104,7 +122,10 @@ def test_mlp_record_labels_and_w1a32_choice():
     assert layers[1].macs == 16 * 16
     variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     labels = flat(param_labels(variables["params"], variables["quant"]))
-    assert sorted(k for k, v in labels.items() if v == "binary") == [("QuantDense_1", "kernel"), ("QuantDense_2", "kernel")]
+    assert sorted(k for k, v in labels.items() if v == "binary") == [
+        ("QuantDense_1", "kernel"),
+        ("QuantDense_2", "kernel"),
+    ]
     assert set(labels) == set(flat(variables["params"]))  # every parameter has a label
     w1a32 = build_model(ModelConfig(binary_activations=False, options={"hidden": (16, 16, 16)}), num_classes=10)
     assert not any(l.binary_inputs for l in record_layers(w1a32, jnp.zeros((1, 8, 8, 1))))

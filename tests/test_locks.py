@@ -120,6 +120,8 @@ def test_parallel_workers_never_train_one_cell_twice(tmp_path):
            "resume": False}
     outcomes = sorted((o for _, o in JoblibLauncher(2).launch([job, dict(job)])), key=lambda o: o["status"])
     assert [o["status"] for o in outcomes] == ["completed", "failed"]
-    assert "being written by another bnnx process" in outcomes[1]["error"] or "already holds a run" in outcomes[1]["error"]
+    assert (
+        "being written by another bnnx process" in outcomes[1]["error"] or "already holds a run" in outcomes[1]["error"]
+    )
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [0, 1]
     assert read_json(run / "summary.json")["status"] == "completed"

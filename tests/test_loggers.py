@@ -100,7 +100,9 @@ def test_wandb_offline_logs_config_metrics_and_summary(tmp_path, monkeypatch):
     assert logged == pytest.approx([r["test_accuracy"] for r in rows])
     assert sum("step/train_loss" in h for h in history) == 42 // LOG_EVERY
     assert summary["status"] == '"completed"'
-    assert float(summary["best_test_accuracy"]) == pytest.approx(read_json(result.run_dir / "summary.json")["best_test_accuracy"])
+    assert float(summary["best_test_accuracy"]) == pytest.approx(
+        read_json(result.run_dir / "summary.json")["best_test_accuracy"]
+    )
 
 
 def test_mlflow_file_store_logs_config_metrics_and_summary(tmp_path):

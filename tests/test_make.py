@@ -47,7 +47,9 @@ def test_missing_data_set_is_installed_updating_the_package_lists_first(tmp_path
     assert [c.split()[-3:] for c in calls] == [["install", "-y", "dataset-fashion-mnist"],  # fails: lists empty
                                                 ["-o", "Acquire::http::Timeout=20", "update"],
                                                 ["install", "-y", "dataset-fashion-mnist"]]
-    assert result.stderr.strip() == "make test: installing Debian's dataset-fashion-mnist for tests/test_fashion_mnist.py"
+    assert (
+        result.stderr.strip() == "make test: installing Debian's dataset-fashion-mnist for tests/test_fashion_mnist.py"
+    )
 
 
 def test_present_data_set_needs_nothing(tmp_path):
@@ -73,3 +75,12 @@ def test_make_test_runs_the_data_step_before_pytest():
     data_step = next(i for i, line in enumerate(plan) if ".ci/test-data" in line)
     assert data_step < next(i for i, line in enumerate(plan) if "pytest" in line)
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_make_test_lints_before_pytest():
+    plan = subprocess.run(["make", "-n", "-W", "pyproject.toml", "test"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60).stdout.splitlines()
+    pytest_step = next(i for i, line in enumerate(plan) if "pytest" in line)
+    ruff_step = next(i for i, line in enumerate(plan) if "ruff check bnnx tests" in line)
+    pyright_step = next(i for i, line in enumerate(plan) if line.endswith("pyright"))
+    assert ruff_step < pytest_step and pyright_step < pytest_step

@@ -6,23 +6,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import yaml
 
 from bnnx.layers import flat, param_labels, record_layers, set_quant
 from bnnx.methods.base import MethodContext
 from bnnx.methods.ste import STE
-from bnnx.models import MODELS, ModelConfig, build_model, model_options
+from bnnx.models import MODELS, ModelConfig, build_model
 from bnnx.train.losses import CrossEntropy
 from bnnx.train.state import create_state
 from bnnx.train.step import make_train_step
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 CIFAR, IMAGENET = (32, 32, 3), (224, 224, 3)
 
 # tiny variants on their data sets' shapes (ImageNet nets on 32×32 with narrow widths)
@@ -44,9 +41,11 @@ SMALL = ("mlp", "convnet", "binarynet", "vit")  # one real (compiled) step; the 
 
 
 def tiny_config(name: str) -> tuple[ModelConfig, tuple[int, ...]]:
-    """The model's YAML defaults with tiny options."""
+    """The model's composed defaults (its class's, plus what its YAML changes) with tiny options."""
+    from bnnx.config.compose import compose_dict
+
     shape, options = TINY[name]
-    defaults = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    defaults = compose_dict([f"model={name}"])["model"]
     common = {k: v for k, v in defaults.items() if k in {f.name for f in dataclasses.fields(ModelConfig)}}
     return ModelConfig(**{**common, "real_roles": tuple(common["real_roles"]),
                           "real_paths": tuple(common["real_paths"]), "options": options}), shape
@@ -85,20 +84,6 @@ def tiny(name: str):
 
 def test_every_registered_model_has_a_tiny_variant():
     assert set(TINY) == set(MODELS)
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_yaml_lists_every_model_config_field_and_option(name):
-    values = yaml.safe_load((CONF / f"{name}.yaml").read_text())
-    plain_only = {"target", "rules"}  # bnnx.binarize's fields: external models and the zoo's plain ones (vit)
-    common = {f.name for f in dataclasses.fields(ModelConfig)} - {"options"} - plain_only
-    assert values["name"] == name
-    assert common <= set(values)
-    options = {k: v for k, v in values.items() if k not in common | plain_only}
-    defaults = model_options(name)
-    assert set(options) == set(defaults)
-    for key, value in options.items():
-        assert value == (list(defaults[key]) if isinstance(defaults[key], tuple) else defaults[key]), key
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

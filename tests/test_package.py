@@ -46,10 +46,16 @@ def installed(tmp_path_factory):
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root, env)
     python = venv / "bin" / "python"
-    purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, env).stdout.strip()
+    purelib = run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], root, env
+    ).stdout.strip()
     # the dependencies already installed for this interpreter, appended after the venv's own packages
     (Path(purelib) / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)], root, env)
+    run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q", str(wheel)],
+        root,
+        env,
+    )
     return venv / "bin" / "bnnx", env, root
 
 
@@ -97,8 +103,13 @@ def test_version_and_completion_of_train_overrides(run_cli):
 
 def test_shell_completion_through_the_cli():
     env = {**os.environ, "_BNNX_COMPLETE": "complete_bash", "COMP_WORDS": "bnnx train model=res", "COMP_CWORD": "2"}
-    result = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['bnnx']; from bnnx.cli import main; main()"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv = ['bnnx']; from bnnx.cli import main; main()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.stdout.split() == ["model=resnet18", "model=resnet20", "model=resnet50"], result.stderr
 
 

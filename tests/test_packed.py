@@ -173,7 +173,12 @@ def test_folding_is_refused_where_the_sign_cannot_be_traced_to_a_batch_norm(tmp_
     model, variables, x = export_model(ModelConfig(name="mlp", options=options), shape, tmp_path)
     scale, gamma, beta, mean, var = fma_dependent_channel()
     params, stats = dict(flat(variables["params"])), dict(flat(variables["batch_stats"]))
-    for tree, name, value in ((params, "scale", gamma), (params, "bias", beta), (stats, "mean", mean), (stats, "var", var)):
+    for tree, name, value in (
+        (params, "scale", gamma),
+        (params, "bias", beta),
+        (stats, "mean", mean),
+        (stats, "var", var),
+    ):
         tree[("BatchNorm_1", name)] = tree[("BatchNorm_1", name)].at[0].set(value)
     variables = {**variables, "params": unflat(params), "batch_stats": unflat(stats)}
     fields = dataclasses.asdict(ModelConfig(name="mlp", options=options))
@@ -226,8 +231,11 @@ def test_layers_with_masks_off_run_as_the_training_model_runs_them(tmp_path):
     relaxed = (np.random.default_rng(3).random((24, 24)) < 0.5).astype(np.float32)
     quant = set_quant(variables["quant"], "input_mask", 0.0, layers=[("QuantDense_1",)])
     variables["quant"] = set_quant(quant, "kernel_mask", relaxed, layers=[("QuantDense_2",)])
-    write_export(tmp_path / "m.npz", tensor_entries(variables, model.policy), {"model": {"name": "mlp", "hidden": [24] * 4},
-                                                                               "num_classes": 10})
+    write_export(
+        tmp_path / "m.npz",
+        tensor_entries(variables, model.policy),
+        {"model": {"name": "mlp", "hidden": [24] * 4}, "num_classes": 10},
+    )
     packed_model, packed, _ = load(tmp_path / "m.npz")
     assert set(packed.layers) == {"QuantDense_1", "QuantDense_3"}
     assert not packed.layers["QuantDense_1"].binary_inputs and packed.layers["QuantDense_3"].binary_inputs

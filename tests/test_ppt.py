@@ -46,7 +46,10 @@ def runs(tmp_path_factory, digits):
                  "ppt0": ["method=ppt", "epochs=1", "method.fp_fraction=0"]}
     results = {name: train(compose_config([*o, f"out_dir={root / name}"]), dataset=digits)
                for name, o in overrides.items()}
-    return {**{name: r.metrics for name, r in results.items()}, "dirs": {name: r.run_dir for name, r in results.items()}}
+    return {
+        **{name: r.metrics for name, r in results.items()},
+        "dirs": {name: r.run_dir for name, r in results.items()},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,11 @@ def test_fp_epochs_compile_the_fp_twins_graph_and_no_quantizer(ppt):
     images = jnp.zeros((64, *experiment.dataset.input_shape), jnp.float32)
 
     def graph(apply_fn):
-        return jax.jit(lambda v: apply_fn(v, images, train=True, mutable=["batch_stats"])).lower(state.variables()).as_text()
+        return (
+            jax.jit(lambda v: apply_fn(v, images, train=True, mutable=["batch_stats"]))
+            .lower(state.variables())
+            .as_text()
+        )
 
     twin = build_model(experiment.config.trained_model.full_precision_twin(), experiment.dataset.num_classes)
     assert graph(fp_apply) == graph(twin.apply) != graph(experiment.model.apply)
@@ -249,9 +256,18 @@ def test_speedup_on_hand_made_runs(tmp_path):
 
 def test_speedup_stats_over_seeds(tmp_path):
     pairs = [
-        (fake_run(tmp_path / "s0", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p0", [0.9, 0.9, 0.9, 0.9], [1] * 4)),
-        (fake_run(tmp_path / "s1", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p1", [0.8, 0.9, 0.9, 0.9], [2] * 4)),
-        (fake_run(tmp_path / "s2", [0.5, 0.8, 0.9, 0.9], [1] * 4), fake_run(tmp_path / "p2", [0.5, 0.6, 0.7, 0.8], [1] * 4)),
+        (
+            fake_run(tmp_path / "s0", [0.5, 0.8, 0.9, 0.9], [1] * 4),
+            fake_run(tmp_path / "p0", [0.9, 0.9, 0.9, 0.9], [1] * 4),
+        ),
+        (
+            fake_run(tmp_path / "s1", [0.5, 0.8, 0.9, 0.9], [1] * 4),
+            fake_run(tmp_path / "p1", [0.8, 0.9, 0.9, 0.9], [2] * 4),
+        ),
+        (
+            fake_run(tmp_path / "s2", [0.5, 0.8, 0.9, 0.9], [1] * 4),
+            fake_run(tmp_path / "p2", [0.5, 0.6, 0.7, 0.8], [1] * 4),
+        ),
     ]
     stats = speedup_stats(pairs)
     assert (stats["pairs"], stats["unreached"]) == (3, 1)

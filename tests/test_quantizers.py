@@ -48,7 +48,9 @@ def test_swish_reference_matches_finite_differences():
     beta, eps = 5.0, 1e-4
     f = lambda x: 2 / (1 + np.exp(-beta * x)) * (1 + beta * x * (1 - 1 / (1 + np.exp(-beta * x)))) - 1
     x = X.astype(np.float64)
-    np.testing.assert_allclose(np_swish_derivative(x, beta), (f(x + eps) - f(x - eps)) / (2 * eps), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np_swish_derivative(x, beta), (f(x + eps) - f(x - eps)) / (2 * eps), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_identity_passes_values_and_gradients():

@@ -19,24 +19,44 @@ from bnnx.sweeps.report import build_table, collect, write_report
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 
 FAKE = {
-    "name": "fake", "title": "Fake table", "source": "a paper",
-    "metrics": [{"name": "top-1", "key": "test_accuracy", "scale": 100, "digits": 1},
-                {"name": "speedup", "source": "speedup", "key": "epoch_speedup", "reference": "scratch/{data}", "digits": 2},
-                {"name": "flips", "source": "signs.json", "key": "all.flip_ratio.-1", "scale": 100, "digits": 2}],
-    "axes": [{"name": "method", "values": [{"key": "scratch", "name": "Scratch"}, {"key": "ppt", "name": "PPT"},
-                                           {"key": "bop", "name": "Bop"}]},
-             {"name": "data", "values": [{"key": "a", "name": "Data A"}, {"key": "b", "name": "Data B"}]}],
-    "rows": ["method"], "columns": ["data"],
+    "name": "fake",
+    "title": "Fake table",
+    "source": "a paper",
+    "metrics": [
+        {"name": "top-1", "key": "test_accuracy", "scale": 100, "digits": 1},
+        {"name": "speedup", "source": "speedup", "key": "epoch_speedup", "reference": "scratch/{data}", "digits": 2},
+        {"name": "flips", "source": "signs.json", "key": "all.flip_ratio.-1", "scale": 100, "digits": 2},
+    ],
+    "axes": [
+        {
+            "name": "method",
+            "values": [
+                {"key": "scratch", "name": "Scratch"},
+                {"key": "ppt", "name": "PPT"},
+                {"key": "bop", "name": "Bop"},
+            ],
+        },
+        {"name": "data", "values": [{"key": "a", "name": "Data A"}, {"key": "b", "name": "Data B"}]},
+    ],
+    "rows": ["method"],
+    "columns": ["data"],
     "paper": {"scratch/a": {"top-1": [90.0, 0.5]}, "ppt/a": {"top-1": 88, "speedup": "1.26-1.61"}},
     "presets": {"cpu": {"description": "the fake preset", "seeds": 2}},
 }
 # cell -> seed -> (status, test accuracy curve, flip ratios)
 RUNS = {
-    "scratch/a": {0: ("completed", [0.5, 0.7, 0.8, 0.9], [0.2, 0.1]), 1: ("completed", [0.4, 0.6, 0.82, 0.84], [0.3, 0.05])},
-    "ppt/a": {0: ("completed", [0.6, 0.85, 0.9, 0.9], [0.1, 0.02]), 1: ("completed", [0.7, 0.84, 0.84, 0.83], [0.1, 0.04])},
+    "scratch/a": {
+        0: ("completed", [0.5, 0.7, 0.8, 0.9], [0.2, 0.1]),
+        1: ("completed", [0.4, 0.6, 0.82, 0.84], [0.3, 0.05]),
+    },
+    "ppt/a": {
+        0: ("completed", [0.6, 0.85, 0.9, 0.9], [0.1, 0.02]),
+        1: ("completed", [0.7, 0.84, 0.84, 0.83], [0.1, 0.04]),
+    },
     "scratch/b": {0: ("completed", [0.3, 0.5], [0.5, 0.1]), 1: ("completed", [0.35, 0.55], [0.4, 0.2])},
     "ppt/b": {0: ("completed", [0.5, 0.6], [0.3, 0.1]), 1: ("interrupted", [0.45], [0.3])},
-    "bop/a": {}, "bop/b": {},  # planned, never run
+    "bop/a": {},
+    "bop/b": {},  # planned, never run
 }
 
 
@@ -51,13 +71,24 @@ def fake_sweep(root: Path, spec: dict = FAKE, runs: dict = RUNS, preset: str = "
                 continue
             status, curve, flips = by_seed[seed]
             run_dir = root / cell / f"seed{seed}"
-            write_jsonl(run_dir / "metrics.jsonl", [{"epoch": e, "test_accuracy": a, "epoch_time_s": 1.0} for e, a in enumerate(curve)])
+            write_jsonl(
+                run_dir / "metrics.jsonl",
+                [{"epoch": e, "test_accuracy": a, "epoch_time_s": 1.0} for e, a in enumerate(curve)],
+            )
             write_json(run_dir / "summary.json", {"status": status, "test_accuracy": curve[-1], "seed": seed})
             write_json(run_dir / "signs.json", {"all": {"flip_ratio": flips, "epochs_until_95pct_fixed": 1}})
-    write_json(root / "sweep.json", {"sweep": spec["name"], "preset": preset, "command": f"bnnx sweep x.yaml --preset {preset}",
-                                     "created": "2024-01-01T00:00:00", "updated": "2024-01-01T01:00:00",
-                                     "machine": {"platform": "Linux-test", "cpu": "Test CPU", "cpu_count": 2,
-                                                 "jax_device": "cpu ×1"}, "runs": entries})
+    write_json(
+        root / "sweep.json",
+        {
+            "sweep": spec["name"],
+            "preset": preset,
+            "command": f"bnnx sweep x.yaml --preset {preset}",
+            "created": "2024-01-01T00:00:00",
+            "updated": "2024-01-01T01:00:00",
+            "machine": {"platform": "Linux-test", "cpu": "Test CPU", "cpu_count": 2, "jax_device": "cpu ×1"},
+            "runs": entries,
+        },
+    )
     return root
 
 
@@ -137,7 +168,9 @@ def test_report_lists_the_sweeps_deviations_with_their_sources(tmp_path):
     root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "deviations": deviations})
     write_report(root)
     text = (root / "report.md").read_text()
-    assert "- 200 epochs (source: not stated; the common choice)\n- an MLP for the conv net (source: CPU analog)" in text
+    assert (
+        "- 200 epochs (source: not stated; the common choice)\n- an MLP for the conv net (source: CPU analog)" in text
+    )
     with pytest.raises(ConfigError, match=r"deviations\[0\]"):
         collect(fake_sweep(tmp_path / "bad", spec={**FAKE, "deviations": [{"what": "x"}]}))
 
@@ -151,17 +184,27 @@ def test_scheduled_values_are_collected_per_run_and_plotted(tmp_path):
     write_jsonl(root / "scratch/a/seed0/metrics.jsonl", rows)
     results = collect(root)
     # numbers only (a list of layer names is no schedule); runs without them contribute nothing
-    assert results.schedules["scratch/a"] == [{"beta": [1.0, 10.0, 100.0], "lr": [1e-3, 5e-4, pytest.approx(1e-3 / 3)]}, {}]
+    assert results.schedules["scratch/a"] == [
+        {"beta": [1.0, 10.0, 100.0], "lr": [1e-3, 5e-4, pytest.approx(1e-3 / 3)]},
+        {},
+    ]
     write_report(root)
     assert (root / "schedules.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bnew_layout_is_the_posters(tmp_path):
     spec = yaml.safe_load((SWEEPS / "bnew_cifar.yaml").read_text())
-    root = fake_sweep(tmp_path / "bnew", spec, {"ste/nokd/cifar10": {0: ("completed", [0.843], [0.1])}}, preset="paper", seeds=(0,))
+    root = fake_sweep(
+        tmp_path / "bnew", spec, {"ste/nokd/cifar10": {0: ("completed", [0.843], [0.1])}}, preset="paper", seeds=(0,)
+    )
     header, rows, _, _ = build_table(collect(root))
     columns = [h for h in header if h.endswith(": ours")]
-    assert columns == ["CIFAR-10 · no KD: ours", "CIFAR-10 · KD: ours", "CIFAR-100 · no KD: ours", "CIFAR-100 · KD: ours"]
+    assert columns == [
+        "CIFAR-10 · no KD: ours",
+        "CIFAR-10 · KD: ours",
+        "CIFAR-100 · no KD: ours",
+        "CIFAR-100 · KD: ours",
+    ]
     assert [row[0] for row in rows] == ["Real valued", "STE", "BMD", "BOP", "BNEW"]
     real = dict(zip(header, rows[0]))
     assert real["CIFAR-10 · KD: ours"] == "—" and real["CIFAR-10 · no KD: ours"] == "not run"
@@ -171,7 +214,9 @@ def test_bnew_layout_is_the_posters(tmp_path):
 
 def test_rpr_layout_is_table_1(tmp_path):
     spec = yaml.safe_load((SWEEPS / "rpr_imagenet.yaml").read_text())
-    root = fake_sweep(tmp_path / "rpr", spec, {"resnet18/binary": {0: ("completed", [0.6462], [0.1])}}, preset="paper", seeds=(0,))
+    root = fake_sweep(
+        tmp_path / "rpr", spec, {"resnet18/binary": {0: ("completed", [0.6462], [0.1])}}, preset="paper", seeds=(0,)
+    )
     header, rows, _, _ = build_table(collect(root))
     assert header == ["Model", "Levels", "top-1 %: ours", "paper", "Δ", "top-5 %: ours", "paper", "Δ"]
     assert [tuple(r[:2]) for r in rows][:3] == [("ResNet-18", "full-prec. (baseline)"), ("ResNet-18", "3: {-1, 0, 1}"),
@@ -191,7 +236,17 @@ def test_a_folder_without_finished_runs_is_an_error(tmp_path):
 
 def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
     out = tmp_path / "signs"
-    sweep = ("sweep", str(SWEEPS / "stable_signs.yaml"), "--preset", "smoke", "--out", str(out), "--only", "[nml]*/cosine", "-q")
+    sweep = (
+        "sweep",
+        str(SWEEPS / "stable_signs.yaml"),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--only",
+        "[nml]*/cosine",
+        "-q",
+    )
     code, output = run_cli(*sweep)  # the three BWN scalings with the cosine lr
     assert code == 0, output
     assert "3 runs (3 completed); 0 already done, 3 run now" in output
@@ -212,7 +267,9 @@ def test_smoke_preset_end_to_end_then_resume_after_a_kill(run_cli, tmp_path):
     rows = {r["Scaling"]: r for r in csv.DictReader(open(out / "report.csv"))}
     for name, cell in (("none (sign only)", "none"), ("mean |w| (XNOR-Net)", "mean_abs"), ("learned", "learned")):
         run_dir = out / cell / "cosine" / "seed0"
-        assert float(rows[name]["cosine lr · top-1 % mean"]) == pytest.approx(100 * read_json(run_dir / "summary.json")["test_accuracy"])
+        assert float(rows[name]["cosine lr · top-1 % mean"]) == pytest.approx(
+            100 * read_json(run_dir / "summary.json")["test_accuracy"]
+        )
         signs_file = read_json(run_dir / "signs.json")
         assert signs_file["tracked"] == "binary-bound kernels"
         signs = signs_file["all"]
@@ -228,8 +285,14 @@ T_975_DF1 = 12.706204736174707  # Student-t 97.5 % quantile, 1 degree of freedom
 def test_checks_give_the_paired_difference_its_interval_and_a_verdict_from_the_interval(tmp_path):
     checks = [
         # PPT − scratch per seed on Data A: seed 0: 90 − 90 = 0, seed 1: 83 − 84 = −1 (top-1 %)
-        {"role": "effect", "what": "ppt is as accurate", "metric": "top-1", "cell": "ppt/{data}", "minus": "scratch/{data}",
-         "at_least": -5.0},
+        {
+            "role": "effect",
+            "what": "ppt is as accurate",
+            "metric": "top-1",
+            "cell": "ppt/{data}",
+            "minus": "scratch/{data}",
+            "at_least": -5.0,
+        },
         {"role": "premise", "what": "scratch learns", "metric": "top-1", "cell": "scratch/a", "at_least": 89.0},
         {"role": "effect", "what": "ppt is faster", "metric": "speedup", "cell": "ppt/a", "at_most": 1.0},
     ]
@@ -237,14 +300,22 @@ def test_checks_give_the_paired_difference_its_interval_and_a_verdict_from_the_i
     write_report(root)
     with open(root / "checks.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["cell"], r["minus"]) for r in rows] == [("ppt/a", "scratch/a"), ("ppt/b", "scratch/b"), ("scratch/a", ""),
-                                                       ("ppt/a", "")]
+    assert [(r["cell"], r["minus"]) for r in rows] == [
+        ("ppt/a", "scratch/a"),
+        ("ppt/b", "scratch/b"),
+        ("scratch/a", ""),
+        ("ppt/a", ""),
+    ]
     paired = [0.0, -1.0]
     half = T_975_DF1 * statistics.stdev(paired) / 2 ** 0.5
     assert float(rows[0]["mean"]) == pytest.approx(-0.5)
-    assert float(rows[0]["ci95_low"]) == pytest.approx(-0.5 - half) and float(rows[0]["ci95_high"]) == pytest.approx(-0.5 + half)
+    assert float(rows[0]["ci95_low"]) == pytest.approx(-0.5 - half) and float(rows[0]["ci95_high"]) == pytest.approx(
+        -0.5 + half
+    )
     assert rows[0]["verdict"] == "inconclusive (the interval contains -5)"  # −0.5 ± 6.4
-    assert rows[1]["n"] == "1" and rows[1]["verdict"] == "holds (one seed, no interval)"  # seed 1 of ppt/b is interrupted
+    assert (
+        rows[1]["n"] == "1" and rows[1]["verdict"] == "holds (one seed, no interval)"
+    )  # seed 1 of ppt/b is interrupted
     top1 = [90.0, 84.0]
     low = statistics.fmean(top1) - T_975_DF1 * statistics.stdev(top1) / 2 ** 0.5
     assert float(rows[2]["ci95_low"]) == pytest.approx(low) and rows[2]["verdict"].startswith("inconclusive")
@@ -258,8 +329,10 @@ def test_checks_give_the_paired_difference_its_interval_and_a_verdict_from_the_i
 def test_a_check_verdict_holds_or_fails_only_when_the_whole_interval_clears_or_misses(tmp_path):
     runs = {"scratch/a": {s: ("completed", [0.9 + 0.001 * s], [0.1]) for s in (0, 1)},
             "ppt/a": {s: ("completed", [0.8 + 0.001 * s], [0.1]) for s in (0, 1)}}
-    checks = [{"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 5},
-              {"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 15}]
+    checks = [
+        {"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 5},
+        {"role": "premise", "what": "gap", "metric": "top-1", "cell": "scratch/a", "minus": "ppt/a", "at_least": 15},
+    ]
     root = fake_sweep(tmp_path / "sweep", spec={**FAKE, "checks": checks}, runs=runs)
     write_report(root)
     with open(root / "checks.csv") as f:

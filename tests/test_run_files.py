@@ -61,7 +61,9 @@ def damage_checkpoint(run: Path) -> None:
 
 def test_resume_refuses_metrics_that_lack_an_epoch_the_checkpoint_has_done(run_cli, run_copy):
     cut_metrics_in_the_last_row(run_copy)
-    refused(run_cli, run_copy, ["train", "resume=true", f"out_dir={run_copy}"], "metrics.jsonl lacks the rows of epochs 1")
+    refused(
+        run_cli, run_copy, ["train", "resume=true", f"out_dir={run_copy}"], "metrics.jsonl lacks the rows of epochs 1"
+    )
 
 
 def test_resume_rebuilds_metrics_up_to_the_checkpoint(run_cli, run_copy, finished_run):

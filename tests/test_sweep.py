@@ -13,10 +13,15 @@ import yaml
 
 from bnnx.errors import ConfigError, DataNotFoundError
 from bnnx.io import read_json, write_json
-from bnnx.sweeps import load_spec, plan_runs, run_sweep, spec_from_dict
-from bnnx.sweeps import launchers
-from bnnx.sweeps.launchers import (HydraLauncher, JoblibLauncher, LocalLauncher, launcher_overrides,
-                                   launcher_settings, plugin_installed)
+from bnnx.sweeps import launchers, load_spec, plan_runs, run_sweep, spec_from_dict
+from bnnx.sweeps.launchers import (
+    HydraLauncher,
+    JoblibLauncher,
+    LocalLauncher,
+    launcher_overrides,
+    launcher_settings,
+    plugin_installed,
+)
 from bnnx.sweeps.plan import compose_runs
 from bnnx.sweeps.spec import CELL_REFERENCE
 
@@ -100,7 +105,9 @@ def test_the_sweep_composer_applies_added_per_run_keys_in_hydras_order():
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_sweep_files_begin_with_command_table_source_and_expected(path):
     text = path.read_text()
-    assert text.startswith(f"# Command:  bnnx sweep sweeps/{path.name} --preset cpu && bnnx report sweep_runs/{path.stem}-cpu")
+    assert text.startswith(
+        f"# Command:  bnnx sweep sweeps/{path.name} --preset cpu && bnnx report sweep_runs/{path.stem}-cpu"
+    )
     header = text.split("\nname:")[0]
     for word in ("# Table:", "# Source:", "# Expected"):
         assert word in header
@@ -254,7 +261,12 @@ def test_a_partial_rerun_keeps_the_other_runs_in_the_index(tmp_path):
     again = sweep(tmp_path, LocalLauncher(fake_execute()), seeds=(0, 1), only=["ste/nokd"])
     assert (again.skipped, again.launched) == (1, 1)
     entries = read_json(tmp_path / "out" / "sweep.json")["runs"]
-    assert [(e["cell"], e["seed"]) for e in entries] == [("fp/nokd", 0), ("ste/nokd", 0), ("ste/nokd", 1), ("ste/kd", 0)]
+    assert [(e["cell"], e["seed"]) for e in entries] == [
+        ("fp/nokd", 0),
+        ("ste/nokd", 0),
+        ("ste/nokd", 1),
+        ("ste/kd", 0),
+    ]
 
 
 def test_a_folder_of_another_preset_or_missing_data_is_refused_before_any_run(tmp_path):
@@ -281,8 +293,13 @@ def test_joblib_runs_trainings_in_parallel_processes(tmp_path):
 # ---- launchers beyond one machine: their Hydra launcher config ------------------------------
 
 def test_submitit_launcher_config_maps_the_presets_resources(tmp_path):
-    settings = launcher_settings("submitit", "bnew_cifar", tmp_path, {"gpus": 1, "cpus": 8, "mem_gb": 32, "timeout_min": 60},
-                                 {"partition": "gpu"})
+    settings = launcher_settings(
+        "submitit",
+        "bnew_cifar",
+        tmp_path,
+        {"gpus": 1, "cpus": 8, "mem_gb": 32, "timeout_min": 60},
+        {"partition": "gpu"},
+    )
     assert settings == {"submitit_folder": str(tmp_path / ".submitit" / "%j"), "name": "bnew_cifar", "gpus_per_node": 1,
                         "cpus_per_task": 8, "mem_gb": 32, "timeout_min": 60, "partition": "gpu"}
     overrides = launcher_overrides("submitit", settings)
@@ -318,7 +335,9 @@ def bad_cli(run_cli, tmp_path, *args):
 
 def test_unknown_key_in_a_sweep_file(run_cli, tmp_path):
     path = tiny_file(tmp_path, colums=["kd"])
-    assert "unknown key 'colums'" in bad_cli(run_cli, tmp_path, "sweep", str(path), "--preset", "smoke", "--out", str(tmp_path / "out"))
+    assert "unknown key 'colums'" in bad_cli(
+        run_cli, tmp_path, "sweep", str(path), "--preset", "smoke", "--out", str(tmp_path / "out")
+    )
 
 
 @pytest.mark.parametrize("override, message", [("method=nope", "unknown method 'nope'"), ("epochz=3", "epochz"),
@@ -332,7 +351,9 @@ def test_axis_value_that_is_not_a_valid_override(run_cli, tmp_path, override, me
 
 
 def test_unknown_preset(run_cli, tmp_path):
-    line = bad_cli(run_cli, tmp_path, "sweep", str(SWEEPS / "bnew_cifar.yaml"), "--preset", "huge", "--out", str(tmp_path / "out"))
+    line = bad_cli(
+        run_cli, tmp_path, "sweep", str(SWEEPS / "bnew_cifar.yaml"), "--preset", "huge", "--out", str(tmp_path / "out")
+    )
     assert "no preset 'huge'" in line and "smoke, cpu, paper" in line
 
 

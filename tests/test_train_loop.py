@@ -1,7 +1,6 @@
 """The one training loop: outputs, determinism, resume after a signal, divergence, acceptance bars."""
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -119,7 +118,9 @@ class ExplodingFP(FP):
         return "fp"
 
     def build(self, ctx):
-        schedule = optax.join_schedules([optax.constant_schedule(1e-3), optax.constant_schedule(1e35)], [self.good_steps])
+        schedule = optax.join_schedules(
+            [optax.constant_schedule(1e-3), optax.constant_schedule(1e35)], [self.good_steps]
+        )
         return Recipe(tx=adam(schedule))
 
 

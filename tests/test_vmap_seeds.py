@@ -213,7 +213,12 @@ def test_a_cell_that_cannot_be_vmapped_says_so_and_runs_its_seeds_separately(com
     calls = []
     monkeypatch.setattr(loop, "train_seeds", refuse)
     monkeypatch.setattr(launchers, "execute", lambda job: calls.append(job) or {"status": "completed", "error": None})
-    jobs = [{"config": config_to_dict(c), "resume": False} for c in seed_configs(compose, tmp_path, ("method=ste",), (0, 1))]
+    jobs = [
+        {"config": config_to_dict(c), "resume": False} for c in seed_configs(compose, tmp_path, ("method=ste",), (0, 1))
+    ]
     outcome = launchers.execute_group(jobs)
-    assert outcome["note"] == "seeds run separately: its train step differs between seeds (a seed-dependent constant in the step)"
+    assert (
+        outcome["note"]
+        == "seeds run separately: its train step differs between seeds (a seed-dependent constant in the step)"
+    )
     assert calls == jobs and [o["status"] for o in outcome["outcomes"]] == ["completed", "completed"]

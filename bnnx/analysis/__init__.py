@@ -63,7 +63,7 @@ def analyze_run(run_dir: Path, bits: list[int], finetune: int = 0, merge_negatio
                            plots.plot_agreement(result.signs, run_dir / "sign_agreement.png")]
     else:
         result.notes.append("no signs.json: train with analysis.signs=true to track sign flips")
-    if not kernels:
+    if restored is None:  # no binary 3x3 convs
         result.notes.append(f"{config.model.name} has no binary 3x3 conv layers: only sign statistics are reported")
         return result
     _kernel_analysis(result, *restored, bits, finetune, merge_negation, on_qbn_result)

@@ -102,9 +102,10 @@ def plot_kernel_patterns(name: str, stats: dict, path: Path) -> Path:
     cover.set_ylabel("top-k coverage: kernels among the k most frequent (%)", color="tab:red", fontsize=8)
     cover.set_ylim(0, 101)
     lines = ax.get_legend_handles_labels()[0] + cover.get_legend_handles_labels()[0]
-    ax.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="center left")
+    ax.legend(lines, [str(line.get_label()) for line in lines], fontsize=7, loc="center left")
     kind = "pattern classes (± merged)" if stats["merge_negation"] else "patterns"
-    ax.set_title(f"{name}: {stats['kernels']} binary 3×3 kernels use {stats['distinct_patterns']} of {possible} {kind}\n"
+    ax.set_title(f"{name}: {stats['kernels']} binary 3×3 kernels use {stats['distinct_patterns']} of {possible} "
+                 f"{kind}\n"
                  f"entropy {stats['entropy_bits_per_kernel']:.2f} bits/kernel (random: "
                  f"{stats['uniform_random_reference']['entropy_bits_per_kernel']:.2f}; 9 = 1 bit/weight), "
                  f"top-16 coverage {stats['top_k_coverage']['16'] * 100:.1f} % "

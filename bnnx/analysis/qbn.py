@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnnx.analysis.kernels import (BITS, binary_conv_paths, decode, encode, histogram, negate, ranked,
-                                   tiles_to_kernel)
+from bnnx.analysis.kernels import BITS, binary_conv_paths, decode, encode, histogram, negate, ranked, tiles_to_kernel
 from bnnx.errors import check
 from bnnx.layers import flat, param_labels, unflat
 
@@ -112,7 +111,8 @@ def finetune_experiment(config, dataset):
     if getattr(model.policy().kernel_quantizer, "levels", None) == 2:
         model = dataclasses.replace(model, kernel_quantizer="sign_ste", kernel_quantizer_args=None)
     derived = dataclasses.replace(config, method=STE(lr=config.method.lr, schedule="cosine"), model=model,
-                                  out_dir=None, resume=False, analysis=dataclasses.replace(config.analysis, signs=False))
+                                  out_dir=None, resume=False,
+                                  analysis=dataclasses.replace(config.analysis, signs=False))
     return build_experiment(derived, dataset=dataset)
 
 
@@ -136,7 +136,8 @@ def run_qbn(experiment, state, bits: list[int], merge_negation: bool = False, fi
     """Accuracy vs bits per weight for each b in `bits`; the content of qbn.json."""
     from bnnx.train.step import evaluate
 
-    check(all(1 <= b <= MAX_CODEBOOK_BITS for b in bits), f"codebook bits must be in 1..{MAX_CODEBOOK_BITS} (got {bits})")
+    check(all(1 <= b <= MAX_CODEBOOK_BITS for b in bits),
+          f"codebook bits must be in 1..{MAX_CODEBOOK_BITS} (got {bits})")
     baseline = evaluate(experiment, state)["test_accuracy"]
     tuner = finetune_experiment(experiment.config, experiment.dataset) if finetune else None
     rows, layers = [], {}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import io
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -196,7 +197,7 @@ def signs_report(generation: Generation, binary: bool) -> dict:
 # ---- persistence: one .npz, written atomically ------------------------------------------
 
 def dump_generations(generations: dict[int, Generation], binary: bool) -> bytes:
-    arrays: dict[str, np.ndarray] = {"binary": np.asarray(binary)}
+    arrays: dict[str, Any] = {"binary": np.asarray(binary)}  # Any: numpy types savez's **kwds as allow_pickle too
     for slot, generation in enumerate(generations.values()):
         arrays[f"g{slot}_epochs"] = np.asarray(generation.epochs)
         arrays[f"g{slot}_step"] = np.asarray(generation.step)

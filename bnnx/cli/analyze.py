@@ -33,7 +33,8 @@ def analyze(
 
     bit_list = parse_bits(bits)
     result = analyze_run(run_dir, bit_list, finetune, merge_negation,
-                         on_qbn_result=lambda row: typer.echo(f"  QBN b={row['bits']}: test_accuracy={row['test_accuracy']:.4f}"))
+                         on_qbn_result=lambda row: typer.echo(
+                             f"  QBN b={row['bits']}: test_accuracy={row['test_accuracy']:.4f}"))
     _print(result)
 
 
@@ -80,7 +81,8 @@ def _kernels_table(kernels: dict):
         for label, values in ((name, stats), ("  random", stats["uniform_random_reference"])):
             cover = values["top_k_coverage"]
             table.add_row(label, str(stats["kernels"]), f"{values['distinct_patterns']:.0f}",
-                          f"{values['entropy_bits_per_kernel']:.2f}", *(f"{cover[k] * 100:.1f} %" for k in ("16", "64")))
+                          f"{values['entropy_bits_per_kernel']:.2f}",
+                          *(f"{cover[k] * 100:.1f} %" for k in ("16", "64")))
     return table
 
 

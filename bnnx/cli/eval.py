@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, cast
 
 import typer
 
@@ -48,7 +48,7 @@ def _with_overrides(values: dict, overrides: list[str]):
         raise ConfigError(f"override {bad[0]!r} is not key=value")
     try:
         merged = OmegaConf.merge(OmegaConf.create(values), OmegaConf.from_dotlist(overrides))
-        return config_from_dict(OmegaConf.to_container(merged, resolve=True))
+        return config_from_dict(cast(dict, OmegaConf.to_container(merged, resolve=True)))  # a DictConfig: a dict
     except OmegaConfBaseException as error:
         raise ConfigError(" ".join(str(error).split())[:300]) from None
 

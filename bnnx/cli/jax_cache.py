@@ -31,7 +31,7 @@ def configure(folder: Path | None, enabled: bool = True) -> Path | None:
     if not enabled:
         _set(jax, jax_enable_compilation_cache=False)
         return None
-    configured = jax.config.jax_compilation_cache_dir
+    configured = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue] (set at runtime)
     if folder is None and configured:
         return Path(configured)
     folder = Path(folder) if folder is not None else default_cache_dir()

@@ -7,7 +7,8 @@ and notebooks call it with the overrides `bnnx train` takes, e.g.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, cast
 
 from bnnx.errors import ConfigError
 from bnnx.resources import conf_dir
@@ -38,10 +39,9 @@ def complete_override(incomplete: str) -> list[str]:
 
 
 def _top_level_keys() -> list[str]:
-    from omegaconf import OmegaConf
+    from bnnx.config.defaults import top_level_defaults
 
-    keys = OmegaConf.load(CONF_DIR / "config.yaml").keys()
-    return sorted([k for k in keys if k != "defaults"] + list(GROUPS))
+    return sorted([*top_level_defaults(), *GROUPS])
 
 
 def _check_group_choices(overrides: list[str]) -> None:
@@ -64,7 +64,7 @@ def compose_dict(overrides: list[str], composed: dict | None = None) -> dict:
     try:
         cfg = _composition(shared, composed)
         _set_values(cfg, per_run)
-        return OmegaConf.to_container(cfg, resolve=True)
+        return cast(dict, OmegaConf.to_container(cfg, resolve=True))  # a DictConfig gives a dict
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(_one_line(str(error), overrides)) from None
 
@@ -83,6 +83,9 @@ def _composition(overrides: list[str], composed: dict | None):
 def _hydra_compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
+    from bnnx.config.defaults import register_defaults
+
+    register_defaults()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(config_name="config", overrides=list(overrides))
 

@@ -165,7 +165,7 @@ def config_to_dict(config: TrainConfig) -> dict:
             fields = dataclasses.asdict(value)
             unset = {"options"} | {k for k in ("target", "rules") if not fields[k]}  # zoo configs read as before
             value = {**{k: v for k, v in fields.items() if k not in unset}, **fields["options"]}
-        elif dataclasses.is_dataclass(value):
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
             value = dataclasses.asdict(value)
         out[field.name] = _plain(value)
     return out

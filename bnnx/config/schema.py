@@ -17,18 +17,23 @@ import math
 import numbers
 import types
 import typing
-from typing import Any
+from typing import Any, Iterable, TypeVar
 
 from bnnx.errors import ConfigError
+
+T = TypeVar("T")
 
 LIMIT_KEYS = ("gt", "ge", "lt", "le", "choices", "length")
 
 
-def setting(default=dataclasses.MISSING, *, gt=None, ge=None, lt=None, le=None, choices=None, length=None):
+def setting(default: T, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+            le: float | None = None, choices: Iterable | None = None, length: int | None = None) -> T:
     """A dataclass field with its valid range: bounds (`gt`/`ge`/`lt`/`le`) and `choices` apply to
-    the value, or to each element of a sequence; `length` is a sequence's exact length."""
+    the value, or to each element of a sequence; `length` is a sequence's exact length. Typed as
+    its default, as `dataclasses.field` is, so a field's annotation is checked against it."""
     given = dict(gt=gt, ge=ge, lt=lt, le=le, choices=choices, length=length)
-    return dataclasses.field(default=default, metadata={"limits": {k: v for k, v in given.items() if v is not None}})
+    limits = {k: v for k, v in given.items() if v is not None}
+    return dataclasses.field(default=default, metadata={"limits": limits})
 
 
 def validate(instance, prefix: str = "") -> None:
@@ -49,7 +54,8 @@ def check_values(cls, values: dict, prefix: str, skip=()) -> dict:
     names = [f.name for f in dataclasses.fields(cls) if f.name not in skip and f.name in hints]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; valid keys: {', '.join(sorted(names)) or 'none'}")
+        valid = ", ".join(sorted(names)) or "none"
+        raise ConfigError(f"unknown key '{_join(prefix, unknown[0])}'; valid keys: {valid}")
     return {k: check_value(_join(prefix, k), v, hints[k], limits(cls, k)) for k, v in values.items()}
 
 

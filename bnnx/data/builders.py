@@ -12,6 +12,7 @@ TensorFlow, written as array_record (the format `tfds.data_source` reads without
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -23,7 +24,7 @@ from bnnx.data.tfds_source import how_to_prepare, resolve_data_dir
 from bnnx.errors import DataNotFoundError, unknown_choice
 
 FILE_FORMAT = "array_record"
-SPLITS = {"train": tfds.Split.TRAIN, "test": tfds.Split.TEST}
+SPLITS = {"train": tfds.Split.TRAIN, "test": tfds.Split.TEST}  # pyright: ignore[reportAttributeAccessIssue] (set at import)
 
 
 def _png_ready(image: np.ndarray) -> Image.Image:
@@ -34,11 +35,18 @@ def _png_ready(image: np.ndarray) -> Image.Image:
 class LocalFilesBuilder:
     """Mixin: a stock builder whose source is `source_dir` (checked before anything is written)."""
 
+    name: str  # the stock builder's
+    info: Any  # the stock builder's tfds.core.DatasetInfo
+
     def __init__(self, *, source_dir: str | Path, **kwargs):
         self.source_dir = Path(source_dir)
         super().__init__(**kwargs)
 
     def check_source(self) -> None:
+        raise NotImplementedError
+
+    def _generate_local(self, split: str):
+        """(key, example) pairs of `split`, read from `source_dir`."""
         raise NotImplementedError
 
     def _split_generators(self, dl_manager):

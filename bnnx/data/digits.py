@@ -9,6 +9,7 @@ stratify=labels, random_state=0)` as uint8 (the pixels are the integers 0..16), 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -33,9 +34,11 @@ def write_digits_file(path: Path = DIGITS_FILE) -> None:
     """The embedded file, from scikit-learn (needed only here: `pip install scikit-learn`, in the dev extra)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+    from sklearn.utils import Bunch
 
-    digits = load_digits()
+    digits = cast(Bunch, load_digits())  # a Bunch (return_X_y is off)
     parts = train_test_split(digits.images, digits.target, test_size=TEST_FRACTION, stratify=digits.target,
                              random_state=SPLIT_SEED)
-    split = dict(zip(("train_images", "test_images", "train_labels", "test_labels"), parts))
-    np.savez_compressed(path, **{name: split[name].astype(np.uint8) for name in SPLIT_NAMES})
+    split = dict(zip(("train_images", "test_images", "train_labels", "test_labels"), map(np.asarray, parts)))
+    arrays: dict[str, Any] = {name: split[name].astype(np.uint8) for name in SPLIT_NAMES}
+    np.savez_compressed(path, **arrays)  # Any: numpy types savez's **kwds as allow_pickle too

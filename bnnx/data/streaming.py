@@ -15,12 +15,20 @@ import dataclasses
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 from PIL import Image
 
 from bnnx.data.base import Batch, pad_batch
+
+
+class Records(Protocol):
+    """An array_record data source: random access to a batch of records at once."""
+
+    def __len__(self) -> int: ...
+
+    def __getitems__(self, keys: list[int]) -> list: ...
 
 
 def decode_image(encoded: bytes, mode: str | None = None) -> np.ndarray:
@@ -34,7 +42,7 @@ def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
     height, width = image.shape[:2]
     scale = size / min(height, width)
     shape = (max(size, round(width * scale)), max(size, round(height * scale)))
-    return np.asarray(Image.fromarray(image).resize(shape, Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize(shape, Image.Resampling.BILINEAR))
 
 
 def crop(image: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
@@ -61,8 +69,8 @@ class StreamingDataset:
     """The `ArrayDataset` interface over random-access sources of {"image": bytes, "label": int}."""
 
     name: str
-    train_source: Sequence
-    test_source: Sequence
+    train_source: Records
+    test_source: Records
     num_classes: int
     normalize: Callable
     image_size: int = 224
@@ -112,7 +120,7 @@ class StreamingDataset:
         for images, labels in self._stream(self.test_source, batches):
             yield pad_batch(images, labels, batch_size)
 
-    def _stream(self, source: Sequence, batches: Iterable[tuple[np.ndarray, Callable]]) -> Iterator:
+    def _stream(self, source: Records, batches: Iterable[tuple[np.ndarray, Callable]]) -> Iterator:
         """(images, labels) for each (example indices, transform), decoded by a thread pool
         while the previous batch trains."""
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(self.workers) as decoders:

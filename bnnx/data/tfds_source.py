@@ -89,7 +89,8 @@ def load_tfds_dataset(config):
     test_images, test_labels = read_split(builder, TEST_SPLIT.get(config.name, "test"))
     mean, std = channel_statistics(train_images)
     return ArrayDataset(config.name, train_images, train_labels, test_images, test_labels,
-                        num_classes=builder.info.features["label"].num_classes,
+                        # tfds types `features` as any FeatureConnector; a builder's is a FeaturesDict
+                        num_classes=builder.info.features["label"].num_classes,  # pyright: ignore[reportIndexIssue, reportOptionalSubscript]
                         normalize=normalizer(mean, std), augment=AUGMENT.get(config.name))
 
 

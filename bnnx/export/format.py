@@ -29,7 +29,7 @@ import json
 import math
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -77,7 +77,7 @@ def kernel_entries(name: str, kernel, mask, beta, policy: QuantPolicy, layer_par
     return [entry, {"name": scale_name, "encoding": "float32", "derived": True, "arrays": {"value": scale}}]
 
 
-def tensor_entries(variables: dict, policy) -> list[dict]:
+def tensor_entries(variables: dict, policy: QuantPolicy | Callable[[tuple], QuantPolicy]) -> list[dict]:
     """Every tensor of `variables` ('params', 'batch_stats', 'quant') as export entries; `policy`
     is a QuantPolicy or a function of the layer path giving one (`Binarized.policy_of`)."""
     policy_of = policy if callable(policy) else (lambda layer: policy)
@@ -143,7 +143,8 @@ def export_bytes(entries: list[dict], info: dict) -> tuple[bytes, dict]:
     """The .npz of `entries` and a manifest (with `info`), and the manifest (layout: `_layout`)."""
     arrays, manifest = _layout(entries, info)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, **{MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)})
+    payload: dict[str, Any] = {**arrays, MANIFEST_KEY: np.frombuffer(json.dumps(manifest).encode(), np.uint8)}
+    np.savez(buffer, **payload)  # Any: numpy types savez's **kwds as allow_pickle too
     return buffer.getvalue(), manifest
 
 

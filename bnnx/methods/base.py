@@ -149,8 +149,17 @@ def adam(learning_rate) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
 
 
-def by_label(labels, binary: optax.GradientTransformation, real: optax.GradientTransformation):
-    """Route binary-bound kernels and real parameters to their own transformations."""
+def by_label(labels, binary: optax.GradientTransformation,
+             real: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Route binary-bound kernels and real parameters to their own transformations.
+
+    Args:
+        labels: a tree like the params of "binary" / "real" (`bnnx.layers.param_labels`).
+        binary, real: the transformations of each part.
+
+    Returns:
+        `optax.partition` of the two over `labels`.
+    """
     return optax.partition({"binary": binary, "real": real}, labels)
 
 
@@ -159,7 +168,14 @@ class EmptyState(NamedTuple):
 
 
 def project_box(low: float = -1.0, high: float = 1.0) -> optax.GradientTransformation:
-    """Projection Π onto [low, high] after the update: u ← clip(w + u, low, high) − w."""
+    """Projection Π onto [low, high] after the update: u ← clip(w + u, low, high) − w.
+
+    Args:
+        low, high: the box.
+
+    Returns:
+        A stateless GradientTransformation (it needs `params`), chained after a step.
+    """
 
     def init(params):
         return EmptyState()

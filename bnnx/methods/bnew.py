@@ -45,21 +45,32 @@ class BnewState(NamedTuple):
     adam: Any  # optax.ScaleByAdamState
 
 
-def bnew(learning_rate: float, lam: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
-    """BNEW's step on the relaxed binary weights (Paren & Poudel, "Training BNNs the easy way"):
+def bnew(learning_rate: float, lam: float, b1: float = 0.9, b2: float = 0.999,
+         eps: float = 1e-8) -> optax.GradientTransformation:
+    """BNEW's step on the relaxed binary weights (Alasdair Paren and Rudra P. K. Poudel,
+    "Training Binarized Neural Networks the Easy Way", poster; no venue or arXiv id):
 
         w ← Π_[−1,1]((1 + 2λ·η)·(w − η·AdamStep(g)))
 
     i.e. Adam on f(w) − λ‖w‖² (gradient step first, then the negative weight decay as a
-    multiplicative expansion), projected onto the box. Returns the new w minus w as the update.
+    multiplicative expansion), projected onto the box.
+
+    Args:
+        learning_rate: η.
+        lam: λ (`optax.inject_hyperparams(bnew)` takes schedules for both: the method ramps
+            λ_t = β·t in stage 2).
+        b1, b2, eps: Adam's.
+
+    Returns:
+        A GradientTransformation whose update is the new w minus w (it needs `params`).
     """
     scale_by_adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 
     def init(params):
         return BnewState(scale_by_adam.init(params))
 
-    def update(grads, state, params):
-        steps, adam_state = scale_by_adam.update(grads, state.adam, params)
+    def update(updates, state, params=None):  # updates: the loss gradients
+        steps, adam_state = scale_by_adam.update(updates, state.adam, params)
         expand = 1.0 + 2.0 * lam * learning_rate
 
         def new_minus_old(step, w):

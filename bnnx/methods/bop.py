@@ -16,11 +16,9 @@ parameters use Adam. γ (adaptivity) and τ (threshold) are injected hyperparame
 and a long run. By default γ is set by the run: 1/γ = `gamma_horizon` × the run's steps, decayed
 ×`gamma_decay` every `gamma_decay_every` (a fraction of the run). The paper's CIFAR-10 recipe
 (plumerai/rethinking-bnn-optimization, 500 epochs of 1000 steps: γ = 10⁻⁴, ×0.1 every 100
-epochs) is horizon 0.02 and decay every 0.2 in this form. The default horizon is 1, not 0.02:
-at 0.02 a short run barely learns (digits MLP, 12 epochs of 45 steps, seed 0: 91.8 % at 0.02,
-96.4 % at 0.3, 97.3 % at 1.0; 98.0 % with the paper's γ = 10⁻⁴, a horizon of 18 runs), and on
-the 10-epoch Fashion-MNIST run of the README 1.0 is the paper's γ = 10⁻⁴. `gamma` set instead is
-the paper's form, a γ per step, decayed every `gamma_decay_every_epochs` epochs.
+epochs) is horizon 0.02 and decay every 0.2 in this form. The default horizon is 1, not 0.02,
+since at 0.02 a short run barely learns (the probe: docs/methods.md). `gamma` set instead is the
+paper's form, a γ per step, decayed every `gamma_decay_every_epochs` epochs.
 """
 
 from __future__ import annotations
@@ -46,12 +44,19 @@ class BopState(NamedTuple):
 
 
 def bop(gamma: float, threshold: float) -> optax.GradientTransformation:
-    """Bop on ±1 weights (Helwegen et al. 2019, Algorithm 1):
+    """Bop on ±1 weights (Helwegen et al., "Latent Weights Do Not Exist: Rethinking Binarized
+    Neural Network Optimization", NeurIPS 2019, arXiv 1906.02107, Algorithm 1):
 
         m ← (1 − γ)·m + γ·g;   w ← −w where |m| > τ and sign(m) = sign(w)
 
-    The update is −2w where the rule flips w and 0 elsewhere, so w stays exactly ±1. The state
-    also counts the flips (per kernel) and steps since the counter was last reset.
+    Args:
+        gamma: γ, the adaptivity (a float or an injected hyperparameter).
+        threshold: τ, the flip threshold.
+
+    Returns:
+        A GradientTransformation whose update is −2w where the rule flips w and 0 elsewhere, so
+        w stays exactly ±1 (it needs `params`); its BopState also counts the flips (per kernel)
+        and the steps since the counter was last reset.
     """
 
     def init(params):
@@ -59,12 +64,12 @@ def bop(gamma: float, threshold: float) -> optax.GradientTransformation:
         return BopState(momentum=zeros, flips=jax.tree.map(lambda _: jnp.zeros((), jnp.int32), params),
                         steps=jnp.zeros((), jnp.int32))
 
-    def update(grads, state, params):
-        momentum = jax.tree.map(lambda m, g: (1.0 - gamma) * m + gamma * g, state.momentum, grads)
+    def update(updates, state, params=None):  # updates: the loss gradients
+        momentum = jax.tree.map(lambda m, g: (1.0 - gamma) * m + gamma * g, state.momentum, updates)
         flip = jax.tree.map(lambda m, w: (jnp.abs(m) > threshold) & (jnp.sign(m) == sign(w)), momentum, params)
-        updates = jax.tree.map(lambda f, w: jnp.where(f, -2.0 * w, 0.0).astype(w.dtype), flip, params)
+        deltas = jax.tree.map(lambda f, w: jnp.where(f, -2.0 * w, 0.0).astype(w.dtype), flip, params)
         flips = jax.tree.map(lambda n, f: n + jnp.sum(f, dtype=jnp.int32), state.flips, flip)
-        return updates, BopState(momentum, flips, state.steps + 1)
+        return deltas, BopState(momentum, flips, state.steps + 1)
 
     return optax.GradientTransformation(init, update)
 

@@ -108,7 +108,8 @@ class ILB(MethodConfig):
     all_binary: bool = False  # every layer binary from the start: the paper's fully binary baseline
     one_shot: bool = False  # every layer binary at once, when the ordered schedule ends: equal binary phase
     epochs_per_layer: int | None = setting(None, ge=1)
-    final_fraction: float | None = setting(None, gt=0, lt=1)  # with epochs_per_layer unset: the fully binary stage's share
+    # with epochs_per_layer unset: the fully binary stage's share
+    final_fraction: float | None = setting(None, gt=0, lt=1)
     lr_milestones: tuple[float, ...] = setting((), gt=0, lt=1)  # fractions of the run where the lr drops ×0.1
     initial_binary: tuple[str, ...] = ()
     ranking: tuple[str, ...] = ()
@@ -178,7 +179,8 @@ class ILB(MethodConfig):
         per_layer = self.epochs_per_layer or self.split_budget(layers_to_binarize, epochs)
         last = max(layers_to_binarize - 1, 0) * per_layer
         check(last < epochs, f"method=ilb binarizes its last layer at epoch {last + 1} but the run has {epochs} "
-                             f"epochs; {layers_to_binarize} layers need epochs > {layers_to_binarize - 1} x epochs_per_layer")
+                             f"epochs; {layers_to_binarize} layers need "
+                             f"epochs > {layers_to_binarize - 1} x epochs_per_layer")
         return per_layer
 
     def split_budget(self, layers_to_binarize: int, epochs: int) -> int:
@@ -211,7 +213,8 @@ class ILB(MethodConfig):
     def sensitivity_ranking(self, ctx: MethodContext, names: list[str]) -> list[str]:
         """Sensitivity pre-training: one short run per layer with only that layer binary,
         ranked by held-out accuracy; saved to / reused from <run dir>/sensitivity.json."""
-        check(ctx.run_dir is not None, "method.order=sensitivity needs a run directory (or method.ranking)")
+        if ctx.run_dir is None:
+            raise ConfigError("method.order=sensitivity needs a run directory (or method.ranking)")
         saved = Path(ctx.run_dir) / SENSITIVITY_FILE
         if saved.exists():
             return list(read_json(saved)["ranking"])
@@ -251,8 +254,9 @@ def holdout_split(dataset, fraction: float):
     order = np.random.default_rng(0).permutation(dataset.num_train)
     held = np.sort(order[:max(1, int(round(fraction * dataset.num_train)))])
     kept = np.setdiff1d(np.arange(dataset.num_train), held)
-    return dataclasses.replace(dataset, train_images=dataset.train_images[kept], train_labels=dataset.train_labels[kept],
-                               test_images=dataset.train_images[held], test_labels=dataset.train_labels[held])
+    return dataclasses.replace(dataset, train_images=dataset.train_images[kept],
+                               train_labels=dataset.train_labels[kept], test_images=dataset.train_images[held],
+                               test_labels=dataset.train_labels[held])
 
 
 def _schedule_recipe(tx, inner: Recipe | None, binary_from: dict[str, int], layers) -> Recipe:

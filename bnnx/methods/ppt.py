@@ -51,6 +51,14 @@ def phased(first: optax.GradientTransformation, second: optax.GradientTransforma
     so its moments and schedule count start fresh there (PPT's optimizer restart). One compiled
     graph: the phase is a `lax.cond` on the count in the state; `only=0` or `1` fixes the phase
     instead (the same state, one branch compiled), for a loop that knows the phase per epoch.
+
+    Args:
+        first, second: the transformations before and from `boundary` on.
+        boundary: the step count at which `second` takes over.
+        only: None (both phases, switched by the count), 0 or 1 (that phase only).
+
+    Returns:
+        A GradientTransformation with a PhasedState (count, first's state, second's state).
     """
 
     def init(params):

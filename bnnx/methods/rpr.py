@@ -98,13 +98,15 @@ class RPR(MethodConfig):
     ff_increases: int = setting(3, ge=0)  # phases halving 1 − FF after the initial one
     initial_fraction: float = setting(0.33, ge=0, le=1)  # of the run at FF₀ (paper: 37 of 112 epochs)
     final_fraction: float = setting(0.27, ge=0, le=1)  # of the run at FF = 1, real parameters only (paper: 30 of 112)
-    lr_drop_at: float = setting(2 / 3, ge=0, le=1)  # of each later FF phase, then lr ×0.1 (paper: after 10 of 15 epochs)
+    # of each later FF phase, then lr ×0.1 (paper: after 10 of 15 epochs)
+    lr_drop_at: float = setting(2 / 3, ge=0, le=1)
     init_from: str | None = None  # run dir of a finished full-precision run
 
     def __post_init__(self):
         super().__post_init__()
         check(self.initial_fraction + self.final_fraction <= 1,
-              f"method.initial_fraction + method.final_fraction must be <= 1 (got {self.initial_fraction + self.final_fraction:g})")
+              "method.initial_fraction + method.final_fraction must be <= 1 "
+              f"(got {self.initial_fraction + self.final_fraction:g})")
 
     def adapt_model(self, model):
         """Weights-only quantization: real activations, sign or nearest-ternary kernels, no scaling;

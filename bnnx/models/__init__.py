@@ -95,7 +95,8 @@ def model_class(name: str, target: str | None = None) -> type[nn.Module]:
 def import_target(target: str | None) -> type[nn.Module]:
     """The flax module class named "package.module:ClassName", importable from the working
     directory or an installed package."""
-    check(bool(target) and target.count(":") == 1, f"model.target must be package.module:ClassName (got {target!r})")
+    if not target or target.count(":") != 1:
+        raise ConfigError(f"model.target must be package.module:ClassName (got {target!r})")
     module_name, attribute = target.split(":")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -106,7 +107,8 @@ def import_target(target: str | None) -> type[nn.Module]:
                           f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
     cls = getattr(module, attribute, None)
     check(cls is not None, f"model.target {target}: {module_name} has no {attribute}")
-    check(isinstance(cls, type) and issubclass(cls, nn.Module), f"model.target {target} is not a flax linen Module class")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"model.target {target} is not a flax linen Module class")
     return cls
 
 

@@ -81,7 +81,7 @@ class BiRealNet18(nn.Module):
                  stride=1 if self.cifar_stem else 2)(x, train)
         x = batch_norm(train)(x)
         if not self.cifar_stem:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType] (flax takes pairs too)
         for stage, width in enumerate(widths):
             for block in range(4):
                 stride = 2 if stage > 0 and block == 0 else 1

@@ -40,7 +40,7 @@ def stem(x, width: int, policy: QuantPolicy, cifar: bool, act: str, train: bool)
     x = conv(width, 3 if cifar else 7, policy, role="first", stride=1 if cifar else 2)(x, train)
     x = activation(act)(batch_norm(train)(x))
     if not cifar:
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType] (flax takes pairs too)
     return x
 
 

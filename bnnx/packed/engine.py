@@ -103,7 +103,7 @@ class _Engine:
             self.batch_norms[path] = module.clone(parent=None, name=None)  # unnamed: equal BNs share a compile
             return mark(next_fun(mark(args[0], "bn_in", call), *args[1:], **kwargs), "bn_out", call)
         layer = self.packed.layers.get(path)
-        if layer is None or not (isinstance(module, _Quantized) or layer_kind(module)):
+        if path is None or layer is None or not (isinstance(module, _Quantized) or layer_kind(module)):
             return next_fun(*args, **kwargs)
         geometry, call = self._geometry(module, path), self._call(path)
         bits = takes_bits(geometry, path, layer)
@@ -203,5 +203,5 @@ def load_exported(exported: Exported, fold: bool = True):
     """`load` of an export already read (`unpack`, or `bnnx.export.format.exported` of entries)."""
     model, packed = exported.model(), packed_model(exported)
     if fold and exported.manifest.get("input_shape"):
-        packed = packed.replace(folds=fold_thresholds(model, packed, exported.manifest["input_shape"])[0])
+        packed = dataclasses.replace(packed, folds=fold_thresholds(model, packed, exported.manifest["input_shape"])[0])
     return model, packed, exported.manifest

@@ -20,7 +20,7 @@ Calls (jit, custom_jvp/vjp, remat) are inlined; control flow stays opaque.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from jax import lax
@@ -138,7 +138,8 @@ def equations(closed) -> list[_Eqn]:
         return [read(v) for v in jaxpr.outvars]
 
     jaxpr = closed.jaxpr
-    inline(jaxpr, {**dict(zip(jaxpr.constvars, map(_Const, closed.consts))), **{v: _Node(v.aval) for v in jaxpr.invars}})
+    inline(jaxpr, {**dict(zip(jaxpr.constvars, map(_Const, closed.consts))),
+                   **{v: _Node(v.aval) for v in jaxpr.invars}})
     return found
 
 
@@ -181,7 +182,7 @@ def _spatial_pool(eqn) -> bool:
             and set(params["base_dilation"]) == {1} and set(params["window_dilation"]) == {1})
 
 
-def _tag(eqn):
+def _tag(eqn) -> tuple[Any, Any]:  # (kind, call) of a mark, else (None, None)
     return eqn.params["tag"] if eqn.primitive is MARK else (None, None)
 
 

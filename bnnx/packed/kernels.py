@@ -87,7 +87,7 @@ def select_dense(x: jax.Array, planes: dict) -> jax.Array:
 
 # ---- convolutions: patches of channel-packed words ---------------------------------------
 
-def conv_pads(spatial: tuple[int, int], kernel_size, strides, padding) -> list[tuple[int, int]]:
+def conv_pads(spatial: tuple[int, ...], kernel_size, strides, padding) -> list[tuple[int, int]]:
     if isinstance(padding, str):
         return jax.lax.padtype_to_pads(spatial, tuple(kernel_size), tuple(strides), padding)
     return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]

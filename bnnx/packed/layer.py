@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnx.errors import ConfigError
-from bnnx.layers import QuantConv, QuantDense
+from bnnx.layers import QuantConv, QuantDense, QuantPolicy
 from bnnx.packed import kernels
 
 
@@ -35,7 +35,7 @@ class Geometry:
     """What a packed layer needs of its module: bnnx's QuantDense/QuantConv or a plain flax
     nn.Dense/nn.Conv that `bnnx.binarize` quantizes (its policy then comes from the model)."""
 
-    policy: object
+    policy: QuantPolicy
     role: str
     conv: bool
     kernel_size: tuple = ()
@@ -50,11 +50,13 @@ def geometry_of(module, policy, role: str) -> Geometry:
             raise ConfigError(f"packed engine: {type(module).__name__} {path} is not supported (Dense and Conv are)")
         return Geometry(policy, role, False)
     strides = module.strides if module.strides is not None else 1
-    strides = (strides,) * len(module.kernel_size) if isinstance(strides, int) else tuple(strides)
+    kernel_size = (module.kernel_size,) if isinstance(module.kernel_size, int) else tuple(module.kernel_size)
+    strides = (strides,) * len(kernel_size) if isinstance(strides, int) else tuple(strides)
     dilated = any(d != 1 for d in np.atleast_1d(getattr(module, "kernel_dilation", None) or 1))
-    if module.feature_group_count != 1 or dilated or len(module.kernel_size) != 2:
-        raise ConfigError(f"packed engine: conv {path} is grouped, dilated or not 2-D; only plain 2-D convs are supported")
-    return Geometry(policy, role, True, tuple(module.kernel_size), strides, module.padding)
+    if module.feature_group_count != 1 or dilated or len(kernel_size) != 2:
+        raise ConfigError(f"packed engine: conv {path} is grouped, dilated or not 2-D; "
+                          "only plain 2-D convs are supported")
+    return Geometry(policy, role, True, kernel_size, strides, module.padding)
 
 
 def takes_bits(geometry: Geometry, path: str, layer: PackedLayer) -> bool:

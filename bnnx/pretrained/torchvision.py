@@ -60,8 +60,10 @@ def layer_map(arch: str) -> list[tuple[str, tuple[str, ...], str]]:
 
 def _googlenet_map() -> list[tuple[str, tuple[str, ...], str]]:
     out = []
-    for torch, path in [(f"conv{i}", (f"conv{i}",)) for i in (1, 2, 3)] + [
-            (f"{name}.{branch}", (name, f"ConvBN_{k}")) for name in INCEPTIONS for k, branch in enumerate(INCEPTION_UNITS)]:
+    stems = [(f"conv{i}", (f"conv{i}",)) for i in (1, 2, 3)]
+    branches = [(f"{name}.{branch}", (name, f"ConvBN_{k}"))
+                for name in INCEPTIONS for k, branch in enumerate(INCEPTION_UNITS)]
+    for torch, path in stems + branches:
         out += [(f"{torch}.conv", (*path, "QuantConv_0"), "conv"), (f"{torch}.bn", (*path, "BatchNorm_0"), "bn")]
     return out + [("fc", ("QuantDense_0",), "dense")]
 
@@ -104,7 +106,8 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise ConfigError(f"no weights file {path}")
     if path.suffix != ".safetensors":
-        raise ConfigError(f"{path} is not a .safetensors file; convert a .pth first (see `bnnx import torchvision --help`)")
+        raise ConfigError(f"{path} is not a .safetensors file; "
+                          "convert a .pth first (see `bnnx import torchvision --help`)")
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 from bnnx.errors import BnnxError, CheckpointError, ConfigError
 from bnnx.io import read_json, write_json
@@ -43,7 +43,8 @@ def execute(job: dict) -> dict:
         except CheckpointError:
             if not job["resume"]:
                 raise
-            shutil.rmtree(config.out_dir, ignore_errors=True)
+            if config.out_dir is not None:  # a sweep's job always names it
+                shutil.rmtree(config.out_dir, ignore_errors=True)
             result = train(dataclasses.replace(config, resume=False), quiet=True)
         return {"status": result.status, "error": None}
     except KeyboardInterrupt:
@@ -67,8 +68,8 @@ def execute_group(jobs: list[dict]) -> dict:
     except (NotVectorisable, CheckpointError) as error:
         note = "seeds run separately: " + " ".join(str(error).split())[:300]
     except KeyboardInterrupt:
-        return {"outcomes": [{"status": "interrupted", "error": "interrupted before the runs could checkpoint"}] * len(jobs),
-                "note": None}
+        interrupted = {"status": "interrupted", "error": "interrupted before the runs could checkpoint"}
+        return {"outcomes": [interrupted] * len(jobs), "note": None}
     except Exception as error:  # any failure is a recorded outcome, never the sweep's end
         return {"outcomes": [{"status": "failed", "error": one_line(error)}] * len(jobs), "note": None}
     return {"outcomes": [execute(job) for job in jobs], "note": note}
@@ -115,7 +116,7 @@ class JoblibLauncher:
             started(waiting.pop(0))
         parallel = Parallel(n_jobs=self.parallel, backend="loky", return_as="generator_unordered")
         for outcome in parallel(delayed(_indexed)(i, job, self.fn) for i, job in enumerate(jobs)):
-            yield outcome
+            yield cast(tuple[int, dict], outcome)  # _indexed's (joblib types results as optional)
             if waiting:  # the pool starts the next job as soon as one ends
                 started(waiting.pop(0))
 
@@ -200,7 +201,7 @@ class HydraLauncher:
     def check(self) -> None:
         plugin = HYDRA_PLUGINS[self.kind]
         if not plugin_installed(plugin.module):
-            package = plugin.module.split(".")[-1].replace("_", "-")
+            package = (plugin.module or "").split(".")[-1].replace("_", "-")
             raise ConfigError(f"the {self.kind} launcher needs {package}: pip install 'bnnx[{plugin.extra}]'")
 
     def command(self, jobs_file: Path, count: int) -> list[str]:
@@ -221,7 +222,8 @@ class HydraLauncher:
             subprocess.run(self.command(jobs_file, len(jobs)), stdout=log, stderr=subprocess.STDOUT, check=False)
         for index in range(len(jobs)):
             path = outcome_file(jobs_file, index)
-            lost = {"status": "failed", "error": f"the {self.kind} job reported nothing; see {folder / jobs_file.stem}.log"}
+            lost = {"status": "failed",
+                    "error": f"the {self.kind} job reported nothing; see {folder / jobs_file.stem}.log"}
             yield index, read_json(path) if path.exists() else lost
 
 
@@ -237,7 +239,7 @@ def run_job_file(jobs_file: str | Path, index: int) -> dict:
     return outcome
 
 
-def make_launcher(kind: str, jobs: int, sweep_name: str, sweep_dir: Path, resources: dict | None = None,
+def make_launcher(kind: str | None, jobs: int, sweep_name: str, sweep_dir: Path, resources: dict | None = None,
                   options: dict | None = None):
     """The launcher named `kind` (default: local for one job at a time, joblib for more)."""
     kind = kind or ("joblib" if jobs > 1 else "local")

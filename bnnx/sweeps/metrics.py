@@ -34,7 +34,8 @@ def scheduled_rows(run_dir: Path) -> dict[str, list[float]]:
     rows = read_jsonl(path) if path.exists() else []
     keys = {key for row in rows for key in row} - MEASURED
     series = {key: [_number(row.get(key)) for row in rows] for key in sorted(keys)}
-    return {key: values for key, values in series.items() if values and None not in values}
+    return {key: [v for v in values if v is not None] for key, values in series.items()
+            if values and None not in values}
 
 
 def _dig(data, dotted: str):

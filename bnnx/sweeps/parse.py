@@ -9,8 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from bnnx.errors import ConfigError, check
-from bnnx.sweeps.spec import (CELL_REFERENCE, KEY_PATTERN, METRIC_SOURCES, Axis, AxisValue, Cell, Check, Deviation,
-                              Metric, Preset, SweepSpec)
+from bnnx.sweeps.spec import (
+    CELL_REFERENCE,
+    KEY_PATTERN,
+    METRIC_SOURCES,
+    Axis,
+    AxisValue,
+    Cell,
+    Check,
+    Deviation,
+    Metric,
+    Preset,
+    SweepSpec,
+)
 
 
 def _keys(data: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
@@ -51,12 +62,13 @@ def _axis_value(data: Any, where: str, presets: dict) -> AxisValue:
 
 
 def _axes(data: Any, presets: dict) -> tuple[Axis, ...]:
-    check(isinstance(data, list) and data, "axes must be a non-empty list of {name, values}")
+    check(isinstance(data, list) and bool(data), "axes must be a non-empty list of {name, values}")
     axes = []
     for i, axis in enumerate(data):
         axis = _keys(axis, f"axes[{i}]", ("name", "values"), ())
         name = str(axis["name"])
-        check(isinstance(axis["values"], list) and axis["values"], f"axis '{name}' needs a non-empty list of values")
+        check(isinstance(axis["values"], list) and bool(axis["values"]),
+              f"axis '{name}' needs a non-empty list of values")
         values = tuple(_axis_value(v, f"axis '{name}' value {j}", presets) for j, v in enumerate(axis["values"]))
         keys = [v.key for v in values]
         check(len(set(keys)) == len(keys), f"axis '{name}' repeats a value key: {keys}")
@@ -73,7 +85,8 @@ def _metric(data: Any, where: str) -> Metric:
     except TypeError as error:
         raise ConfigError(f"{where}: {error}") from None
     check(metric.source in METRIC_SOURCES or metric.source.endswith(".json"),
-          f"{where}: unknown source '{metric.source}'; valid: {', '.join(METRIC_SOURCES)} or a .json file in the run dir")
+          f"{where}: unknown source '{metric.source}'; "
+          f"valid: {', '.join(METRIC_SOURCES)} or a .json file in the run dir")
     check(metric.source != "speedup" or bool(metric.reference), f"{where}: a speedup metric needs a reference cell")
     numbers = {"scale": metric.scale, "margin": metric.margin}
     for name, value in numbers.items():
@@ -87,8 +100,8 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         check(value >= 1, f"{where}: seeds must be >= 1 (got {value})")
         return tuple(range(value))
-    check(isinstance(value, list) and value and all(isinstance(s, int) for s in value),
-          f"{where}: seeds must be a count or a list of integers")
+    if not (isinstance(value, list) and value and all(isinstance(s, int) for s in value)):
+        raise ConfigError(f"{where}: seeds must be a count or a list of integers")
     return tuple(value)
 
 
@@ -128,7 +141,8 @@ def _layout(data: dict, axes: tuple[Axis, ...]) -> tuple[tuple[str, ...], tuple[
     placed = list(rows) + list(columns)
     for name in placed:
         check(name in names, f"layout names axis '{name}', which does not exist; axes: {', '.join(names)}")
-    check(sorted(placed) == sorted(names), f"rows + columns must place every axis exactly once (axes: {', '.join(names)})")
+    check(sorted(placed) == sorted(names),
+          f"rows + columns must place every axis exactly once (axes: {', '.join(names)})")
     check(bool(rows), "rows must name at least one axis")
     return rows, columns
 
@@ -137,7 +151,7 @@ def _exclude(data: Any, axes: tuple[Axis, ...]) -> tuple[dict, ...]:
     data = data or []
     check(isinstance(data, list), "exclude must be a list of {axis: value key}")
     for rule in data:
-        check(isinstance(rule, dict) and rule, "each exclude rule is a non-empty {axis: value key} mapping")
+        check(isinstance(rule, dict) and bool(rule), "each exclude rule is a non-empty {axis: value key} mapping")
         for axis, key in rule.items():
             check(axis in [a.name for a in axes], f"exclude names unknown axis '{axis}'")
             next(a for a in axes if a.name == axis).value(str(key))
@@ -217,7 +231,8 @@ def _check_references(spec: SweepSpec, cells: list[Cell]) -> None:
             for override in spec.cell_overrides(cell, preset):
                 for pattern in CELL_REFERENCE.findall(override):
                     target = spec.reference_key(pattern, cell)
-                    check(target in keys, f"sweep '{spec.name}' cell {cell.key}: '${{cell:{pattern}}}' names no cell ('{target}')")
+                    check(target in keys,
+                          f"sweep '{spec.name}' cell {cell.key}: '${{cell:{pattern}}}' names no cell ('{target}')")
         for metric in spec.metrics:
             if metric.reference:
                 target = spec.reference_key(metric.reference, cell)
@@ -232,7 +247,8 @@ def expand_check(spec: SweepSpec, item: Check) -> list[tuple[str, str | None]]:
     fields = sorted({f for p in patterns for _, f, _, _ in string.Formatter().parse(p) if f})
     axes = [a.name for a in spec.axes]
     for field in fields:
-        check(field in axes, f"sweep '{spec.name}' check '{item.what}': '{{{field}}}' is not an axis; axes: {', '.join(axes)}")
+        check(field in axes,
+              f"sweep '{spec.name}' check '{item.what}': '{{{field}}}' is not an axis; axes: {', '.join(axes)}")
     out = []
     for combo in spec.combos(tuple(fields)):
         keys = {axis: value.key for axis, value in combo}

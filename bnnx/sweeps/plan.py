@@ -46,7 +46,8 @@ def _quoted(path: Path) -> str:
     return text if SAFE_VALUE.match(text) else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _resolve(override: str, cell: Cell, seed: int, spec: SweepSpec, dirs: Callable[[str, int], Path]) -> tuple[str, list]:
+def _resolve(override: str, cell: Cell, seed: int, spec: SweepSpec,
+             dirs: Callable[[str, int], Path]) -> tuple[str, list]:
     needs = []
 
     def replace(match):
@@ -121,7 +122,8 @@ def waves(runs: list[Run]) -> list[list[Run]]:
     def depth(run: Run, seen: tuple = ()) -> int:
         if run.id in level:
             return level[run.id]
-        check(run.id not in seen, f"cells reference each other in a cycle: {' -> '.join(c for c, _ in seen + (run.id,))}")
+        check(run.id not in seen,
+              f"cells reference each other in a cycle: {' -> '.join(c for c, _ in seen + (run.id,))}")
         needed = [by_id[d] for d in run.depends if d in by_id]
         level[run.id] = 1 + max((depth(d, seen + (run.id,)) for d in needed), default=-1)
         return level[run.id]

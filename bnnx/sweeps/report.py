@@ -152,7 +152,8 @@ def _ours(stats: CellStats | None, digits: int, with_interval: bool = False) -> 
     if not stats.n:
         if stats.done:
             return f"{stats.no_value} ({stats.done})"
-        return MISSING + (f" ({', '.join(f'{n} {s}' for s, n in sorted(stats.problems.items()))})" if stats.problems else "")
+        problems = ", ".join(f"{n} {s}" for s, n in sorted(stats.problems.items()))
+        return MISSING + (f" ({problems})" if stats.problems else "")
     count = f"{stats.n}" if stats.n == stats.planned else f"{stats.n}/{stats.planned}"
     if stats.valueless:
         count += f"; {stats.valueless} {stats.no_value}"
@@ -180,7 +181,8 @@ def column_labels(results: SweepResults) -> list[tuple[str, tuple, Metric]]:
     out = []
     for column in spec.combos(spec.columns):
         for metric in spec.metrics:
-            parts = [value.label(preset) for _, value in column] + ([metric.name] if len(spec.metrics) > 1 or not column else [])
+            named = len(spec.metrics) > 1 or not column
+            parts = [value.label(preset) for _, value in column] + ([metric.name] if named else [])
             out.append((" · ".join(parts), column, metric))
     return out
 

@@ -40,7 +40,10 @@ class CheckResult:
     @property
     def bound(self) -> tuple[str, float]:
         c = self.check
-        return ("≥", c.at_least) if c.at_least is not None else ("≤", c.at_most)
+        if c.at_least is not None:
+            return "≥", c.at_least
+        assert c.at_most is not None  # a check states one of the two (bnnx.sweeps.parse)
+        return "≤", c.at_most
 
     @property
     def mean(self) -> float | None:
@@ -55,7 +58,8 @@ class CheckResult:
         if not self.values:
             return "not measured"
         sign, bound = self.bound
-        low, high = self.interval or (self.mean, self.mean)
+        mean = statistics.fmean(self.values)
+        low, high = self.interval or (mean, mean)
         clears = low >= bound if sign == "≥" else high <= bound
         misses = high < bound if sign == "≥" else low > bound
         suffix = "" if self.interval else " (one seed, no interval)"
@@ -104,8 +108,10 @@ def checks_markdown(results: list[CheckResult], digits: dict[str, int]) -> str:
         return ""
     lines = ["## Premises and effects", "",
              "Each check on its per-seed values (a difference of two cells is paired by seed): mean "
-             f"[{LEVEL:.0%} Student-t confidence interval]; it holds only when the whole interval clears the bound.", "",
-             "| role | check | measured | mean [95 % CI] | per seed | criterion | verdict |", "|---|---|---|---|---|---|---|"]
+             f"[{LEVEL:.0%} Student-t confidence interval]; it holds only when the whole interval clears the bound.",
+             "",
+             "| role | check | measured | mean [95 % CI] | per seed | criterion | verdict |",
+             "|---|---|---|---|---|---|---|"]
     previous = None
     for r in results:
         measured = f"{r.check.metric}: {r.cell}" + (f" − {r.minus}" if r.minus else "")
@@ -119,8 +125,8 @@ def checks_markdown(results: list[CheckResult], digits: dict[str, int]) -> str:
 
 
 def checks_csv_rows(results: list[CheckResult]) -> list[list]:
-    rows = [["role", "check", "metric", "cell", "minus", "n", "mean", "ci95_low", "ci95_high", "bound", "verdict",
-             "seeds", "values"]]
+    rows: list[list] = [["role", "check", "metric", "cell", "minus", "n", "mean", "ci95_low", "ci95_high", "bound",
+                         "verdict", "seeds", "values"]]
     for r in results:
         low, high = r.interval or ("", "")
         sign, bound = r.bound

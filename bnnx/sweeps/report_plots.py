@@ -77,7 +77,7 @@ def plot_schedules(results, path: Path) -> bool:
             length = min(len(s) for s in series)
             mean = np.mean([s[:length] for s in series], axis=0)
             axes.plot(np.arange(1, length + 1), mean, color=f"C{color % 10}", label=f"{cell} ({len(series)})")
-        positive = [v for line in axes.lines for v in line.get_ydata() if v > 0]
+        positive = [v for line in axes.lines for v in np.asarray(line.get_ydata()) if v > 0]
         if positive and max(positive) > 100 * min(positive):
             axes.set_yscale("log")
         axes.set_title(key, fontsize=9)

@@ -281,7 +281,8 @@ def _run_wave(wave, configs, launcher, index, result, progress, sweep_dir, vmap_
     for run in wave:
         if statuses[run.id] in FINAL:
             continue
-        missing = [f"{c} seed {s} ({statuses.get((c, s))})" for c, s in run.depends if statuses.get((c, s)) not in USABLE]
+        missing = [f"{c} seed {s} ({statuses.get((c, s))})"
+                   for c, s in run.depends if statuses.get((c, s)) not in USABLE]
         if missing:
             statuses[run.id] = "blocked"
             result.errors[run.id] = f"needs {', '.join(missing)}"

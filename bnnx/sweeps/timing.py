@@ -51,7 +51,8 @@ def compare(scratch: Curve, other: Curve, margin: float = DEFAULT_MARGIN) -> dic
     target = scratch.plateau - margin
     (scratch_epochs, scratch_s), (other_epochs, other_s) = to_target(scratch, target), to_target(other, target)
     return {"plateau": scratch.plateau, "target": target,
-            "scratch_epochs": scratch_epochs, "epochs": other_epochs, "epoch_speedup": _ratio(scratch_epochs, other_epochs),
+            "scratch_epochs": scratch_epochs, "epochs": other_epochs,
+            "epoch_speedup": _ratio(scratch_epochs, other_epochs),
             "scratch_seconds": scratch_s, "seconds": other_s, "time_speedup": _ratio(scratch_s, other_s)}
 
 

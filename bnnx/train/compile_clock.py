@@ -23,11 +23,11 @@ _total = 0.0
 _listening = False
 
 
-def _on_event(event: str, seconds: float, **_) -> None:
+def _on_event(event: str, duration_secs: float, **_: str | int) -> None:
     global _total
     if event in COMPILE_EVENTS:
         with _lock:
-            _total += seconds
+            _total += duration_secs
 
 
 def compile_seconds() -> float:

@@ -29,8 +29,8 @@ def write_imported_run(config: TrainConfig, variables: dict, source: dict) -> Pa
     run_dir = prepare_run_dir(config)
     experiment = build_experiment(config, run_dir, shape_only(config.dataset))
     template = {"params": experiment.state.params, "batch_stats": experiment.state.batch_stats}
-    if jax.tree.structure(template) != jax.tree.structure(variables) or jax.tree.map(np.shape, template) != jax.tree.map(
-            np.shape, variables):
+    same_tree = jax.tree.structure(template) == jax.tree.structure(variables)
+    if not same_tree or jax.tree.map(np.shape, template) != jax.tree.map(np.shape, variables):
         raise CheckpointError(f"the imported weights do not fit bnnx's {config.model.name}")
     state = experiment.state.replace(params=jax.tree.map(np.asarray, variables["params"]),
                                      batch_stats=jax.tree.map(np.asarray, variables["batch_stats"]))

@@ -15,6 +15,7 @@ from bnnx.config import TrainConfig, config_to_dict, flat_dict
 from bnnx.errors import ConfigError
 from bnnx.observers import Observer, scalars
 
+
 class TensorBoard(Observer):
     """Event files (tensorboardX, no TensorFlow) in the run dir: `tensorboard --logdir runs/`."""
 
@@ -62,8 +63,9 @@ class WandB(Observer):
 class MLflow(Observer):
     """MLflow (`pip install 'bnnx[mlflow]'`): params = the flattened config, metrics per step,
     summary.json as an artifact; `logger.tracking_uri` (null: MLflow's own default, MLFLOW_TRACKING_URI
-    or a local sqlite file, which needs the full `mlflow` package). A `file:` URI is an explicit choice of MLflow's file store, which MLflow 3 only
-    opens with MLFLOW_ALLOW_FILE_STORE set, so it is set for it."""
+    or a local sqlite file, which needs the full `mlflow` package). A `file:` URI is an explicit
+    choice of MLflow's file store, which MLflow 3 only opens with MLFLOW_ALLOW_FILE_STORE set, so
+    it is set for it."""
 
     STATUS = {"completed": "FINISHED", "diverged": "FAILED", "interrupted": "KILLED"}
 

@@ -6,12 +6,13 @@ import platform
 import subprocess
 import sys
 from importlib import metadata
+from typing import Any
 
 from bnnx.resources import checkout_root
 
 
 def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
     for package in ("bnnx", "jax", "jaxlib", "flax", "optax", "numpy", "orbax-checkpoint", "tensorflow-datasets"):
         try:
             out[package] = metadata.version(package)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -20,8 +21,8 @@ from bnnx.train.rundir import RunDir
 
 @dataclasses.dataclass
 class TrainedRun:
-    config: object  # the run's TrainConfig
-    model: object  # its trained model, built for the data set it was restored for
+    config: TrainConfig  # the run's
+    model: nn.Module  # its trained model, built for the data set it was restored for
     variables: dict  # params, batch_stats, quant of the latest checkpoint (NumPy leaves)
     step: int
 
@@ -46,7 +47,7 @@ def restore_trained(run_dir: str | Path, dataset, config=None) -> TrainedRun:
     return TrainedRun(config, model, variables, int(tree["step"]))
 
 
-def restore_run(run_dir: str | Path, dataset, config=None):
+def restore_run(run_dir: str | Path, dataset, config=None) -> tuple[dict, TrainConfig, nn.Module]:
     """(variables, config, model) of a finished run's latest checkpoint."""
     run = restore_trained(run_dir, dataset, config)
     return run.variables, run.config, run.model

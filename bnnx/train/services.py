@@ -8,22 +8,29 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bnnx.errors import CheckpointError
 from bnnx.train.restore import restore_run
 from bnnx.train.rundir import RunDir
 
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from bnnx.config import TrainConfig
+    from bnnx.data.base import ArrayDataset
+    from bnnx.data.streaming import StreamingDataset
+
 
 @dataclasses.dataclass
 class RunServices:
-    config: object  # TrainConfig of the run being built
-    dataset: object
-    model: object
+    config: TrainConfig  # of the run being built
+    dataset: ArrayDataset | StreamingDataset
+    model: nn.Module
     variables: dict  # freshly initialised variables of this run's model
     train_run: Callable | None = None  # bnnx.train.loop.train, for sub-runs
 
-    def load_run_variables(self, run_dir: str | Path) -> tuple[dict, object]:
+    def load_run_variables(self, run_dir: str | Path) -> tuple[dict, TrainConfig]:
         """Variables of a finished run, checked to fit this run's model. Returns (variables, its config)."""
         from bnnx.layers import flat
 
@@ -44,7 +51,8 @@ class RunServices:
         if not hasattr(self, "_fp_apply"):
             from bnnx.models import build_model
 
-            self._fp_apply = build_model(self.config.trained_model.full_precision_twin(), self.dataset.num_classes).apply
+            twin = self.config.trained_model.full_precision_twin()
+            self._fp_apply = build_model(twin, self.dataset.num_classes).apply
         return self._fp_apply
 
     def train_sub_run(self, config, dataset=None):

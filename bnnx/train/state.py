@@ -11,8 +11,7 @@ import optax
 from flax import struct
 
 
-@struct.dataclass
-class TrainState:
+class TrainState(struct.PyTreeNode):  # struct.dataclass with a typed `replace`
     """Params, BN statistics, optimizer state, step and rng, plus the method's arrays:
 
     - `quant`: per binary-bound layer, precision masks and runtime quantizer values;
