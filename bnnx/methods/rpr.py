@@ -17,6 +17,13 @@ fractions are the paper's GoogLeNet schedule, 37 + 3 × 15 + 30 = 112 epochs: 37
 Only the first and last layers stay real (the paper's footnote): the 1×1 shortcut
 projections of a ResNet are quantized like every other layer.
 
+The paper is silent on the optimizer state of constrained weights; `frozen_moments` picks the
+reading. `accumulate` (the default, bnnx's first reading): Adam's moments keep taking the
+straight-through gradient g·1{|w| ≤ 1} of constrained weights, only their updates are dropped,
+so a weight relaxed later starts from moments gathered while it was frozen. `hold`: a
+constrained weight's moments are masked like its update (neither updated nor used) and resume,
+when it is relaxed again, as they were when it was last relaxed.
+
 Start from a full-precision run (`init_from`) or from scratch: either way each filter is
 first rescaled, w ← w / ŝ with ŝ = argmin_s ‖w − s·q(w/s)‖₂ (paper eq. 4; 1000-point grid
 on [0, max|w|], then Nelder–Mead), so that the quantization levels fit the weights.
@@ -30,14 +37,16 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bnnx.config.schema import setting
 from bnnx.errors import check
 from bnnx.layers import binary_layer_paths, flat, set_quant, unflat
-from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries,
-                               round_half_up)
+from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, epoch_boundaries, round_half_up
+from bnnx.methods.masks import hold_frozen_moments, sync_frozen
 
 LEVELS = ("binary", "ternary")
+FROZEN_MOMENTS = ("accumulate", "hold")
 TERNARY_THRESHOLD = 0.5  # nearest of {−1, 0, +1}
 
 
@@ -101,6 +110,7 @@ class RPR(MethodConfig):
     # of each later FF phase, then lr ×0.1 (paper: after 10 of 15 epochs)
     lr_drop_at: float = setting(2 / 3, ge=0, le=1)
     init_from: str | None = None  # run dir of a finished full-precision run
+    frozen_moments: str = setting("accumulate", choices=FROZEN_MOMENTS)  # Adam's moments of constrained weights
 
     def __post_init__(self):
         super().__post_init__()
@@ -163,14 +173,21 @@ class RPR(MethodConfig):
 
         def on_epoch(state, epoch):
             ff = self.freezing_fraction_at(epoch, ctx.epochs)
-            return repartition(state, jax.random.fold_in(jax.random.key(ctx.seed), epoch), ff)
+            return sync_frozen(repartition(state, jax.random.fold_in(jax.random.key(ctx.seed), epoch), ff))
 
         def metrics(state):
             masks = [m for p, m in flat(state.quant).items() if p[-1] == "kernel_mask"]
             return {"freezing_fraction": float(sum(jnp.sum(m) for m in masks) / max(sum(m.size for m in masks), 1))}
 
-        return Recipe(tx=by_label(ctx.labels, adam(lr), adam(lr)), prepare=prepare, on_epoch=on_epoch,
+        held = self.frozen_moments == "hold"
+        binary = optax.inject_hyperparams(held_adam)(learning_rate=lr) if held else adam(lr)
+        return Recipe(tx=by_label(ctx.labels, binary, adam(lr)), prepare=prepare, on_epoch=on_epoch,
                       metrics=metrics, init_state=per_weight_masks)
+
+
+def held_adam(learning_rate):
+    """Adam whose moments of frozen (constrained) weights stay as they are (`frozen_moments: hold`)."""
+    return optax.chain(hold_frozen_moments(optax.scale_by_adam()), optax.scale_by_learning_rate(learning_rate))
 
 
 def repartition(state, key, freezing_fraction: float):
