@@ -45,7 +45,7 @@ def test_beta_and_lr_follow_md_bnn_loop(digits):
     for t in (0, 1, 2, 199, 200, 201, 300, 301, 400, 401, 601, 1201):
         beta = float(runtime(experiment.state.quant, jnp.int32(t))["QuantDense_1"]["beta"])
         assert beta == pytest.approx(used[t][0], rel=1e-6), t
-        assert float(lr(jnp.int32(t))) == pytest.approx(used[t][1], rel=1e-6), t
+        assert float(np.asarray(lr(jnp.int32(t)))) == pytest.approx(used[t][1], rel=1e-6), t
 
 
 def test_floor_option_is_bnnx_earlier_count(digits):

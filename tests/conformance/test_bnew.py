@@ -94,7 +94,7 @@ def test_lr_schedule(run):
     ramp, lock, tune, total = run["spans"]
     method = run["experiment"].config.method
     built = bnnx_decays(LR, [ramp, tune] if method.lr_restarts == "stages" else [ramp], total)
-    np.testing.assert_allclose([float(built(t)) for t in range(total)], run["lrs"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose([float(np.asarray(built(t))) for t in range(total)], run["lrs"], rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("epoch", [1, 5, 8, 9])

@@ -11,6 +11,7 @@ first projection. Real parameters (first and last layers, BN) move by plain Adam
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -54,8 +55,8 @@ def runs(digits):
         state = experiment.state
         start = ref.host(state.params)
         start["QuantDense_1"]["kernel"] = 3.0 * start["QuantDense_1"]["kernel"]
-        state = state.replace(params={k: {n: jnp.asarray(v, jnp.float32) for n, v in d.items()}
-                                      for k, d in start.items()})
+        state = dataclasses.replace(state, params={k: {n: jnp.asarray(v, jnp.float32) for n, v in d.items()}
+                                                   for k, d in start.items()})
         stats = ref.host(state.batch_stats)
         data = ref.batches(experiment, 0)[:STEPS]
         total = experiment.config.epochs * experiment.steps_per_epoch
