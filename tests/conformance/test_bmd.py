@@ -36,25 +36,29 @@ def md_bnn_loop(iterations, beta0, beta_scale, beta_interval, lr0, lr_scale, lr_
     return used
 
 
-def test_beta_and_lr_follow_md_bnn_loop(digits):
-    experiment = ref.experiment(digits, "bmd", "method.beta_end=null", "method.beta0=1.5", "method.beta_growth=1.02",
-                                "method.beta_every=200", "method.schedule=md_bnn", "method.lr_every=300")
-    runtime = jax.jit(experiment.recipe.runtime)
-    lr = experiment.config.method.lr_schedule(experiment.steps_per_epoch * 2)
+def test_beta_and_lr_follow_md_bnn_loop(compose):
+    method = compose("method=bmd", "method.beta_end=null", "method.beta0=1.5", "method.beta_growth=1.02",
+                     "method.beta_every=200", "method.schedule=md_bnn", "method.lr_every=300").method
+    steps = jnp.asarray([0, 1, 2, 199, 200, 201, 300, 301, 400, 401, 601, 1201], jnp.int32)
     used = md_bnn_loop(1202, 1.5, 1.02, 200, 1e-3, 0.3, 300)
-    for t in (0, 1, 2, 199, 200, 201, 300, 301, 400, 401, 601, 1201):
-        beta = float(runtime(experiment.state.quant, jnp.int32(t))["QuantDense_1"]["beta"])
-        assert beta == pytest.approx(used[t][0], rel=1e-6), t
-        assert float(np.asarray(lr(jnp.int32(t)))) == pytest.approx(used[t][1], rel=1e-6), t
+    np.testing.assert_allclose(np.asarray(method.beta_at(steps, 1202)), [used[t][0] for t in steps], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(method.lr_schedule(1202)(steps)), [used[t][1] for t in steps], rtol=1e-6)
 
 
-def test_floor_option_is_bnnx_earlier_count(digits):
+def test_floor_option_is_bnnx_earlier_count(compose):
     """`beta_steps: floor` keeps β₀·ρ^⌊t/k⌋ (one step later than md-bnn at every multiple of k)."""
-    experiment = ref.experiment(digits, "bmd", "method.beta_end=null", "method.beta_growth=2", "method.beta_every=3",
-                                "method.beta_steps=floor")
+    method = compose("method=bmd", "method.beta_end=null", "method.beta_growth=2", "method.beta_every=3",
+                     "method.beta_steps=floor").method
+    betas = np.asarray(method.beta_at(jnp.arange(8), 8))
+    assert betas.tolist() == [2.0 ** (t // 3) for t in range(8)]
+
+
+def test_the_step_uses_the_schedule(trained):
+    """The runtime β the jitted step writes into the binary layer is the method's β_t."""
+    experiment, state = trained[0], trained[1]
     runtime = jax.jit(experiment.recipe.runtime)
-    betas = [float(runtime(experiment.state.quant, jnp.int32(t))["QuantDense_1"]["beta"]) for t in range(8)]
-    assert betas == [2.0 ** (t // 3) for t in range(8)]
+    betas = [float(runtime(state.quant, jnp.int32(t))["QuantDense_1"]["beta"]) for t in (0, 1, 2, 3)]
+    assert betas == pytest.approx([2.0, 3.0, 3.0, 4.5])
 
 
 def bmd_reference(params, data, betas, lrs):

@@ -72,29 +72,36 @@ def run_bnnx(experiment):
     return by_epoch, masks
 
 
-@pytest.fixture(scope="module", params=["stages", "poster"])
-def run(request, digits):
+def spans(steps_per_epoch):
+    """ramp, lock, tune, total in steps: stages 0.2 / 0.6 / 0.1 / 0.1 of EPOCHS."""
+    return 2 * steps_per_epoch, 8 * steps_per_epoch, 9 * steps_per_epoch, EPOCHS * steps_per_epoch
+
+
+@pytest.mark.parametrize("restarts", ["stages", "poster"])
+def test_lr_schedule(compose, restarts):
+    """η_t of the schedule the method builds, each option against its reference."""
+    from bnnx.methods.bnew import linear_decays as built
+
+    ramp, _, tune, total = spans(6)
+    starts = [0, ramp, tune] if restarts == "stages" else [0, ramp]
+    method = compose("method=bnew", f"method.lr_restarts={restarts}").method
+    schedule = built(LR, [ramp, tune] if method.lr_restarts == "stages" else [ramp], total)
+    np.testing.assert_allclose([float(np.asarray(schedule(t))) for t in range(total)],
+                               linear_decays(LR, starts, total), rtol=1e-6, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def run(digits):
+    """A whole run with the poster's lr (the other option differs only in η_t, checked above)."""
     experiment = ref.experiment(digits, "bnew", f"method.beta={BETA}", f"method.lr={LR}",
-                                f"method.lr_restarts={request.param}", epochs=EPOCHS, batch=BATCH)
-    spe = experiment.steps_per_epoch
-    ramp, lock, tune, total = 2 * spe, 8 * spe, 9 * spe, EPOCHS * spe  # stages 0.2 / 0.6 / 0.1 / 0.1
-    lrs = linear_decays(LR, [0, ramp, tune] if request.param == "stages" else [0, ramp], total)
+                                "method.lr_restarts=poster", epochs=EPOCHS, batch=BATCH)
+    ramp, lock, _, total = spans(experiment.steps_per_epoch)
+    lrs = linear_decays(LR, [0, ramp], total)
     data = [ref.batches(experiment, epoch) for epoch in range(EPOCHS)]
     start = ref.host(experiment.state.params)
     actual, masks = run_bnnx(experiment)
     expected = bnew_reference(start, data, ramp, lock, lrs)
-    return dict(experiment=experiment, actual=actual, expected=expected, masks=masks, lrs=lrs, data=data,
-                spans=(ramp, lock, tune, total))
-
-
-def test_lr_schedule(run):
-    """η_t of the schedule the method builds (the weights below check that the step uses it)."""
-    from bnnx.methods.bnew import linear_decays as bnnx_decays
-
-    ramp, lock, tune, total = run["spans"]
-    method = run["experiment"].config.method
-    built = bnnx_decays(LR, [ramp, tune] if method.lr_restarts == "stages" else [ramp], total)
-    np.testing.assert_allclose([float(np.asarray(built(t))) for t in range(total)], run["lrs"], rtol=1e-6, atol=1e-9)
+    return dict(actual=actual, expected=expected, masks=masks, data=data)
 
 
 @pytest.mark.parametrize("epoch", [1, 5, 8, 9])

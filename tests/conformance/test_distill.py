@@ -22,6 +22,15 @@ from . import _reference_b as ref
 CASES = [(0.5, 4.0), (0.1, 2.0), (1.0, 3.0), (0.0, 1.0)]
 
 
+def _value_and_grad(*args):
+    from bnnx.train.losses import distillation_loss
+
+    return jax.value_and_grad(distillation_loss)(*args)
+
+
+VALUE_AND_GRAD = jax.jit(_value_and_grad)  # α and T traced: one compile for every case
+
+
 def kd_reference(student, teacher, labels, weights, alpha, temperature):
     """The loss value and its gradient w.r.t. the student logits."""
     p, q = ref.softmax(teacher / temperature), ref.softmax(student / temperature)
@@ -43,11 +52,9 @@ def logits():
 
 @pytest.mark.parametrize("alpha,temperature", CASES)
 def test_loss_value_and_student_gradient(logits, alpha, temperature):
-    from bnnx.train.losses import distillation_loss
-
     student, teacher, labels, weights = logits
-    value, grad = jax.value_and_grad(distillation_loss)(jnp.asarray(student), jnp.asarray(teacher), labels,
-                                                        jnp.asarray(weights), alpha, temperature)
+    value, grad = VALUE_AND_GRAD(jnp.asarray(student), jnp.asarray(teacher), labels, jnp.asarray(weights),
+                                 jnp.float32(alpha), jnp.float32(temperature))
     expected, expected_grad = kd_reference(np.float64(student), np.float64(teacher), labels, np.float64(weights),
                                            alpha, temperature)
     assert float(value) == pytest.approx(expected, rel=1e-5, abs=1e-6)
