@@ -32,6 +32,8 @@ def _sign_ste_fwd(x, clip):
 
 
 def _sign_ste_bwd(clip, x, g):
+    if clip is None:  # Hubara et al.'s weight gradient: passed unchanged
+        return (g,)
     return (g * (jnp.abs(x) <= clip).astype(g.dtype),)
 
 
@@ -134,17 +136,18 @@ class Identity:
 class SignSTE:
     """Sign with a straight-through estimator (Hubara et al. 2016).
 
-    Forward sign(x) ∈ {−1, +1} with sign(0) = +1; backward g·1{|x| ≤ clip}.
+    Forward sign(x) ∈ {−1, +1} with sign(0) = +1; backward g·1{|x| ≤ clip}, or g unchanged
+    with `clip: null` (method.weight_gate=false of the STE method).
     """
 
-    clip: float = setting(1.0, gt=0)
+    clip: float | None = setting(1.0, gt=0)
     levels = 2
 
     def __post_init__(self):
         validate(self, "quantizer.sign_ste")
 
     def __call__(self, x, beta=1.0, train=False):
-        return _sign_ste(x, float(self.clip))
+        return _sign_ste(x, None if self.clip is None else float(self.clip))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -354,6 +354,7 @@ def test_bmd_beta_anneals_geometrically_to_beta_end(compose, digits):
 
 def test_bmd_beta_follows_its_step_schedule(compose, digits):
     experiment = _experiment(compose, digits, "bmd", "method.beta0=2", "method.beta_end=null", "method.beta_growth=1.5",
+                             "method.beta_steps=floor",
                              "method.beta_every=3")
     assert experiment.config.trained_model.kernel_quantizer == "tanh_mirror"
     runtime = jax.jit(experiment.recipe.runtime)

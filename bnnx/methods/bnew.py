@@ -9,12 +9,15 @@ the regulariser R(w) = −‖w_b‖² + p (negative weight decay):
 Four stages, each a fraction of the run (`stages`, rounded to whole epochs):
 
 1. binary activations, real-valued binary-bound weights (precision mask 0), λ = 0;
-2. λ_t = β·t, t = steps since stage 2 began; the linear lr decay restarts here and runs
-   to zero at the end of stage 3;
+2. λ_t = β·t, t = steps since stage 2 began; the linear lr decay restarts here;
 3. at t_lock (start of stage 3) the binary-bound weights are projected onto {−1, +1} and
    frozen (precision mask 1, trainable 0); the real parameters go on with stage 2's decay;
-4. the real parameters are fine-tuned once more with a fresh linear decay from `lr`
-   (this restart is what distinguishes stage 4 from stage 3).
+4. the real parameters are fine-tuned.
+
+The lr is a stated choice, `lr_restarts`: `poster` decays linearly over stage 1 and once more,
+reset after stage 1, to zero at the end of the run (the poster: "η_t follows a linearly decaying
+schedule, that is reset after step 1"); `stages` (bnnx's default) ends stage 2's decay at zero at
+the end of stage 3 and restarts it from `lr` for stage 4 (what distinguishes stage 4 from 3).
 
 The paper notes that the best β depends on the run length T: the expansion accumulated over
 the ramp is Π_t (1 + 2λ_t·η_t) ≈ exp(c·β·T²). So by default β is derived from the run: the
@@ -94,6 +97,7 @@ class BNEW(MethodConfig):
     expansion: float = setting(3e3, ge=1)  # Π(1 + 2λ_t·η_t) over stage 2: sets β from the run
     beta: float | None = setting(None, ge=0)  # the paper's form: λ slope per step of stage 2 (overrides `expansion`)
     stages: tuple[float, ...] = setting((0.2, 0.6, 0.1, 0.1), ge=0, length=4)
+    lr_restarts: str = setting("stages", choices=("stages", "poster"))  # lr decay reset at stages 2 and 4, or 2 only
 
     def __post_init__(self):
         super().__post_init__()
@@ -104,7 +108,7 @@ class BNEW(MethodConfig):
         spe = ctx.steps_per_epoch
         ramp_epoch, lock_epoch, tune_epoch, _ = epoch_boundaries(self.stages, ctx.epochs)
         ramp, lock, tune = ramp_epoch * spe, lock_epoch * spe, tune_epoch * spe
-        lr = linear_decays(self.lr, [ramp, tune], ctx.total_steps)
+        lr = linear_decays(self.lr, [ramp, tune] if self.lr_restarts == "stages" else [ramp], ctx.total_steps)
         beta = self.beta if self.beta is not None else slope_for_expansion(self.expansion, lr, ramp, lock)
 
         def lam(step):
