@@ -10,6 +10,7 @@ linen module (`bnnx.nnx_bridge.FromNNX`), so it is binarized by the same rules a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -89,7 +90,16 @@ def external_module(target: str, options: dict, num_classes: int) -> nn.Module:
     if isinstance(model, nnx.Module):
         return FromNNX(functools.partial(build, **options), takes_rngs=False)
     check(isinstance(model, nn.Module), f"model.target {target} returned {type(model).__name__}, not a flax module")
-    return model
+    return _hashable(model)
+
+
+def _hashable(model: nn.Module) -> nn.Module:
+    """`model` with its list fields as tuples (`partial(ResNet, stage_sizes=[2, 2, 2, 2])`):
+    bnnx compiles per model, and jit hashes the module by its fields."""
+    lists = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+             if f.name not in ("parent", "name") and isinstance(getattr(model, f.name, None), list)}
+    tuples = {name: tuple(value) for name, value in lists.items()}
+    return model.clone(**tuples) if tuples else model
 
 
 def _takes_any_keyword(build) -> bool:
