@@ -55,7 +55,8 @@ class _LinenCall:
     def __init__(self, layer: nn.Module):
         self.layer = layer
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args, out_sharding=None, **kwargs):
+        # NNX's sharding hint has no linen counterpart; bnnx shards the batch itself (train/devices.py)
         return self.layer(*args, **kwargs)
 
 
