@@ -33,19 +33,22 @@ def _linen_layer(layer) -> nn.Module | None:
     """The linen layer computing what the NNX `layer` computes from the same kernel and bias."""
     if type(layer) not in (nnx.Conv, nnx.Linear, nnx.LinearGeneral, nnx.Einsum):
         return None
-    common = dict(dtype=layer.dtype, param_dtype=layer.param_dtype, precision=layer.precision, parent=None)
+    dtype, param_dtype, precision = layer.dtype, layer.param_dtype, layer.precision
     if type(layer) is nnx.Conv:
         return nn.Conv(layer.out_features, layer.kernel_size, layer.strides, padding=layer.padding,
                        input_dilation=layer.input_dilation, kernel_dilation=layer.kernel_dilation,
                        feature_group_count=layer.feature_group_count, use_bias=layer.use_bias, mask=layer.mask,
-                       **common)
+                       dtype=dtype, param_dtype=param_dtype, precision=precision, parent=None)
     if type(layer) is nnx.Linear:
-        return nn.Dense(layer.out_features, use_bias=layer.use_bias, **common)
+        return nn.Dense(layer.out_features, use_bias=layer.use_bias, dtype=dtype, param_dtype=param_dtype,
+                        precision=precision, parent=None)
     if type(layer) is nnx.LinearGeneral:
         return nn.DenseGeneral(layer.out_features, axis=layer.axis, batch_dims=tuple(layer.batch_axis),
-                               use_bias=layer.use_bias, **common)
+                               use_bias=layer.use_bias, dtype=dtype, param_dtype=param_dtype, precision=precision,
+                               parent=None)
     if type(layer) is nnx.Einsum:
-        return nn.Einsum(tuple(layer.kernel_shape), layer.einsum_str, use_bias=layer.bias is not None, **common)
+        return nn.Einsum(tuple(layer.kernel_shape), layer.einsum_str, use_bias=layer.bias is not None, dtype=dtype,
+                         param_dtype=param_dtype, precision=precision, parent=None)
     return None
 
 

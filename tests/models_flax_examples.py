@@ -7,13 +7,13 @@
   shape); `TinyResNet` is a variant as small as the digits need.
 """
 
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
-from collections.abc import Callable, Sequence
 
+import jax.numpy as jnp
 from flax import linen as nn
 from flax import nnx
-import jax.numpy as jnp
 
 ModuleDef = Any
 

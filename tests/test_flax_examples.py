@@ -26,7 +26,9 @@ def _packed_accuracy(run_cli, run: Path) -> float:
     assert code == 0, text
     code, text = run_cli("eval", str(run / "export.npz"))
     assert code == 0, text
-    return float(re.search(r"test_accuracy=([0-9.]+)", text).group(1))
+    found = re.search(r"test_accuracy=([0-9.]+)", text)
+    assert found is not None, text
+    return float(found.group(1))
 
 
 def _run_accuracy(run: Path) -> float:
@@ -63,7 +65,9 @@ def _readme_commands() -> list[list[str]]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Your own Flax model"):]
     section = section[:section.index("\n## ", 3)]
-    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    found = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert found is not None, "the README's section has no bash block"
+    block = found.group(1).replace("\\\n", " ")
     return [shlex.split(line)[2:] for line in block.splitlines() if line.startswith("bnnx train")]
 
 

@@ -40,7 +40,7 @@ def import_target(target: str | None) -> Callable:
         module = importlib.import_module(module_name)
     except Exception as error:  # the user's module: any error while importing it is theirs
         raise ConfigError(f"model.target {target}: cannot import {module_name}: {_first_line(error)}") from None
-    found = getattr(module, attribute, None)
+    found: Any = getattr(module, attribute, None)
     check(found is not None, f"model.target {target}: {module_name} has no {attribute}")
     check(kind_of(found) is not None, f"model.target {target} is not a flax module: it must be a linen or NNX "
                                       "Module class, a functools.partial of one or a function returning one")
@@ -98,7 +98,7 @@ def _hashable(model: nn.Module) -> nn.Module:
     bnnx compiles per model, and jit hashes the module by its fields."""
     lists = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
              if f.name not in ("parent", "name") and isinstance(getattr(model, f.name, None), list)}
-    tuples = {name: tuple(value) for name, value in lists.items()}
+    tuples: dict[str, Any] = {name: tuple(value) for name, value in lists.items()}
     return model.clone(**tuples) if tuples else model
 
 
