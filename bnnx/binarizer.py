@@ -244,9 +244,18 @@ class _QuantizingPromote:
         return (inputs, kernel, *rest)
 
 
-def binarize(model: nn.Module, rules: Sequence = (), policy: QuantPolicy = QuantPolicy()) -> Binarized:
+def binarize(model, rules: Sequence = (), policy: QuantPolicy = QuantPolicy()) -> Binarized:
     """`model`, unmodified, with its Dense/DenseGeneral/Conv/Einsum layers quantized by `rules`
     (see `Rule`, `parse_rule`) and `policy` (the quantizers, scaling and real roles of the layers
     no rule matches). Call it like the model, plus `train=`, which it passes on as the model's
-    own `train`/`training`/`is_training`/`deterministic` argument."""
+    own `train`/`training`/`is_training`/`deterministic` argument. An NNX module (an instance:
+    its own weights are the initial values) runs as linen (`bnnx.nnx_bridge`), its
+    Linear/LinearGeneral/Conv/Einsum layers quantized the same way."""
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        from bnnx.nnx_bridge import from_instance
+
+        model = from_instance(model)
+    check(isinstance(model, nn.Module), f"binarize needs a flax linen or NNX module, not {type(model).__name__}")
     return Binarized(model, tuple(parse_rule(rule) for rule in rules), policy)

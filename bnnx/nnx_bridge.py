@@ -18,6 +18,7 @@ Stateful NNX pieces other than variables (a layer cached on the instance between
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -137,3 +138,9 @@ class FromNNX(nn.Module):
             linen = _linen_layer(node) if path else None
             if linen is not None:
                 _replace(nodes[path[:-1]], path[-1], _LinenCall(linen.clone(parent=_scope_at(self.scope, path))))
+
+
+def from_instance(module) -> FromNNX:
+    """An NNX module instance as a linen module whose initial variables are the instance's own."""
+    graphdef, state = nnx.split(module)
+    return FromNNX(functools.partial(nnx.merge, graphdef, state), takes_rngs=False)

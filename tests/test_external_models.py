@@ -29,6 +29,11 @@ def test_nnx_model_runs_as_linen_with_its_own_numbers():
     reference.eval()
     expected = reference(x, nnx.Rngs(0))
     np.testing.assert_allclose(FromNNX(CNN).apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+    from bnnx import binarize
+    from bnnx.layers import FULL_PRECISION
+
+    instance = binarize(reference, policy=FULL_PRECISION)  # an instance: its own weights are the initial ones
+    np.testing.assert_allclose(instance.apply(instance.init(jax.random.key(9), x), x), expected, rtol=1e-5, atol=1e-5)
     logits, mutated = FromNNX(CNN).apply(variables, x, train=True, mutable=["batch_stats"],
                                          rngs={"dropout": jax.random.key(0)})
     mean = np.asarray(mutated["batch_stats"]["batch_norm1"]["mean"])
