@@ -40,7 +40,7 @@ def test_nnx_cnn_from_flax_mnist_example_learns_exports_and_runs_packed(run_cli,
     code, text = run_cli("train", "model=external", "model.target=tests.models_flax_examples:CNN", *W1A32,
                          f"out_dir={run}")
     assert code == 0, text
-    assert _run_accuracy(run) > 0.6  # 3 epochs of W1A32 (conv2, linear1 binary); chance is 0.1
+    assert _run_accuracy(run) > 0.6  # 3 epochs of W1A32 (conv2, linear1 binary): 0.92; chance is 0.1
     binary = json.loads((run / "summary.json").read_text())["parameters"]["binary_params"]
     assert binary == 3 * 3 * 32 * 64 + 256 * 256  # conv2 and linear1; conv1 and linear2 real
     assert _packed_accuracy(run_cli, run) == _run_accuracy(run)
