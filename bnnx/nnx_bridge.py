@@ -91,10 +91,11 @@ def _call_flags(module, train: bool, rngs: nnx.Rngs) -> dict[str, Any]:
 
 
 class FromNNX(nn.Module):
-    """The NNX module `build(rngs=nnx.Rngs(...))` returns (`build()` when `takes_rngs` is false),
-    as a linen module called like `model(x, train=...)` (see the module doc)."""
+    """The NNX module `build(**options, rngs=nnx.Rngs(...))` returns (without `rngs` when
+    `takes_rngs` is false), as a linen module called like `model(x, train=...)` (see the module doc)."""
 
     build: Callable[..., Any]
+    options: tuple[tuple[str, Any], ...] = ()  # keyword arguments of `build`, hashable: a model compiles once
     takes_rngs: bool = True
 
     @nn.compact
@@ -103,7 +104,8 @@ class FromNNX(nn.Module):
         key = lambda name: self.make_rng(name) if self.has_rng(name) else jax.random.key(0)  # noqa: E731
         rngs = nnx.Rngs(params=key("params") if initializing else jax.random.key(0),
                         dropout=key("dropout"), default=key("dropout"))
-        module = self.build(rngs=rngs) if self.takes_rngs else self.build()
+        options = dict(self.options)
+        module = self.build(**options, rngs=rngs) if self.takes_rngs else self.build(**options)
         linen_vars = self._bind_state(module, initializing)
         self._replace_layers(module)
         module.train() if train else module.eval()

@@ -84,11 +84,11 @@ def external_module(target: str, options: dict, num_classes: int) -> nn.Module:
                        f"valid: {', '.join(options_of(build)) or 'none'}")
     kind = kind_of(build)
     if kind == "nnx" or (kind == "function" and "rngs" in takes):
-        return FromNNX(functools.partial(build, **options))
+        return FromNNX(build, _frozen(options))
     with user_errors(f"model {target}"):
         model = build(**options)
     if isinstance(model, nnx.Module):
-        return FromNNX(functools.partial(build, **options), takes_rngs=False)
+        return FromNNX(build, _frozen(options), takes_rngs=False)
     check(isinstance(model, nn.Module), f"model.target {target} returned {type(model).__name__}, not a flax module")
     return _hashable(model)
 
@@ -100,6 +100,10 @@ def _hashable(model: nn.Module) -> nn.Module:
              if f.name not in ("parent", "name") and isinstance(getattr(model, f.name, None), list)}
     tuples: dict[str, Any] = {name: tuple(value) for name, value in lists.items()}
     return model.clone(**tuples) if tuples else model
+
+
+def _frozen(options: dict) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
 
 
 def _takes_any_keyword(build) -> bool:
