@@ -136,7 +136,8 @@ class Binarized(nn.Module):
 
     def plan(self, call, *inputs) -> dict[str, tuple[str, QuantPolicy]]:
         """(role, policy) of every quantizable layer by path, from an abstract trace of the model."""
-        calls = _layer_calls(self.model.clone(parent=None), call, inputs, prefix=tuple(self.scope.path))
+        prefix = tuple(self.scope.path) if self.scope is not None else ()
+        calls = _layer_calls(self.model.clone(parent=None), call, inputs, prefix=prefix)
         order, shortcuts = list(calls), shortcut_layers(calls)
         check(bool(order), f"{type(self.model).__name__} calls no nn.Dense, nn.DenseGeneral, nn.Conv or nn.Einsum")
         for rule in self.rules:

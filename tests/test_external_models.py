@@ -2,6 +2,7 @@
 batch axes, shortcut projections, and the documented `model.options` override."""
 
 import functools
+import typing
 
 import flax.linen as nn
 import jax
@@ -28,12 +29,13 @@ def test_nnx_model_runs_as_linen_with_its_own_numbers():
                  "batch_stats": nnx.state(reference, nnx.BatchStat).to_pure_dict()}
     reference.eval()
     expected = reference(x, nnx.Rngs(0))
-    np.testing.assert_allclose(FromNNX(CNN).apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(FromNNX(CNN).apply(variables, x)), expected, rtol=1e-5, atol=1e-5)
     from bnnx import binarize
     from bnnx.layers import FULL_PRECISION
 
     instance = binarize(reference, policy=FULL_PRECISION)  # an instance: its own weights are the initial ones
-    np.testing.assert_allclose(instance.apply(instance.init(jax.random.key(9), x), x), expected, rtol=1e-5, atol=1e-5)
+    logits = np.asarray(instance.apply(instance.init(jax.random.key(9), x), x))
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
     logits, mutated = FromNNX(CNN).apply(variables, x, train=True, mutable=["batch_stats"],
                                          rngs={"dropout": jax.random.key(0)})
     mean = np.asarray(mutated["batch_stats"]["batch_norm1"]["mean"])
@@ -113,6 +115,28 @@ def test_named_batch_axis_trains_as_the_whole_batch():
         expected, reference = binarize(plain).apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), mutated, reference)
+
+
+def test_nnx_named_batch_axis_trains():
+    from bnnx import binarize
+
+    class Named(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+            self.norm = nnx.BatchNorm(4, axis_name="batch", rngs=rngs)
+            self.head = nnx.Linear(4, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.head(self.norm(self.conv(x)).mean((1, 2)))
+
+    model, x = binarize(Named(nnx.Rngs(0))), jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+    variables = model.init(jax.random.key(0), x)
+    _, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    kernel, bias = (jnp.asarray(variables["params"]["conv"][k]) for k in ("kernel", "bias"))
+    conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + bias
+    momentum = 0.99  # nnx.BatchNorm's default: running = momentum·running + (1 − momentum)·batch mean
+    np.testing.assert_allclose(np.asarray(mutated["batch_stats"]["norm"]["mean"]),
+                               (1 - momentum) * np.asarray(conv.mean((0, 1, 2))), rtol=1e-4, atol=1e-7)
 
 
 def make_net(width: int = 8):
@@ -217,4 +241,5 @@ def test_nnx_model_trains_through_other_methods(method, compose, digits, tmp_pat
     assert result.summary["test_accuracy"] > 0.3  # measured: bop 0.55, ppt 0.52 (4 epochs, W1A1); chance is 0.1
     run = restore_trained(result.run_dir, digits)
     assert set(run.variables["quant"]) == {"body"}
-    assert np.all(np.isfinite(np.asarray(run.model.apply(run.variables, jnp.ones((1, 8, 8, 1))))))
+    model = typing.cast(nn.Module, run.model)
+    assert np.all(np.isfinite(np.asarray(model.apply(run.variables, jnp.ones((1, 8, 8, 1))))))
