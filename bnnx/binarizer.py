@@ -32,6 +32,8 @@ from bnnx.quantizers import Identity, Ternary, make_quantizer
 
 PRECISIONS = ("binary", "ternary", "real")
 LAYER_KINDS = ((nn.Conv, "conv"), (nn.Dense, "dense"), (nn.DenseGeneral, "dense"), (nn.Einsum, "dense"))
+NORMS = (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)  # the layers with a named batch axis
+SHORTCUT_NAMES = r"shortcut|downsample|conv_proj|skip"  # searched in a layer's own name (the path's last part)
 OVERRIDES = ("kernel_quantizer", "kernel_quantizer_args", "input_quantizer", "input_quantizer_args", "scaling")
 TRAIN_FLAGS = {"train": lambda train: train, "training": lambda train: train, "is_training": lambda train: train,
                "deterministic": lambda train: not train}
@@ -135,14 +137,17 @@ class Binarized(nn.Module):
 
     def plan(self, call, *inputs) -> dict[str, tuple[str, QuantPolicy]]:
         """(role, policy) of every quantizable layer by path, from an abstract trace of the model."""
-        order = _layer_order(self.model.clone(parent=None), call, inputs, prefix=tuple(self.path))
+        prefix = tuple(self.scope.path) if self.scope is not None else ()
+        calls = _layer_calls(self.model.clone(parent=None), call, inputs, prefix=prefix)
+        order, shortcuts = list(calls), shortcut_layers(calls)
         check(bool(order), f"{type(self.model).__name__} calls no nn.Dense, nn.DenseGeneral, nn.Conv or nn.Einsum")
         for rule in self.rules:
             check(any(rule.matches(name) for name in order),
                   f"rule '{rule.pattern}' matches no layer of {type(self.model).__name__}; layers: {', '.join(order)}")
         plan = {}
         for index, name in enumerate(order):
-            role = "first" if index == 0 else "last" if index == len(order) - 1 else "hidden"
+            role = "first" if index == 0 else "last" if index == len(order) - 1 else \
+                "shortcut" if name in shortcuts else "hidden"
             rule = self._rule_for(name)
             policy = self.policy if rule is None else None if rule.precision == "real" else rule.policy(self.policy)
             full_precision = isinstance(self.policy.kernel_quantizer, Identity)  # the fp twin: rules do not apply
@@ -151,20 +156,36 @@ class Binarized(nn.Module):
         return plan
 
 
-def _layer_order(model: nn.Module, call, inputs, prefix: tuple[str, ...]) -> list[str]:
-    """Paths (below `prefix`, where the binarized model sits) of the quantizable layers in
-    first-call order; other interceptors (a caller's capture, `record_layers`) do not see this trace."""
-    order: dict[str, None] = {}
+def _layer_calls(model: nn.Module, call, inputs, prefix: tuple[str, ...]) -> dict[str, tuple[Any, tuple]]:
+    """{path (below `prefix`, where the binarized model sits): (its input, its kernel's spatial
+    size)} of the quantizable layers in first-call order; other interceptors (a caller's capture,
+    `record_layers`) do not see this trace."""
+    calls: dict[str, tuple[Any, tuple]] = {}
 
     def scan(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and layer_kind(context.module):
-            order.setdefault("/".join((*prefix, *context.module.scope.path)))
+        if context.method_name == "__call__" and layer_kind(context.module) and args:
+            window = tuple(getattr(context.module, "kernel_size", None) or ())
+            calls.setdefault("/".join((*prefix, *context.module.scope.path)), (args[0], window))
         return next_fun(*args, **kwargs)
 
     structs = [jax.ShapeDtypeStruct(jax.numpy.shape(x), jax.numpy.result_type(x)) for x in inputs]
     with _only_interceptor(scan):
         jax.eval_shape(lambda *xs: model.init(jax.random.key(0), *xs, method=call), *structs)
-    return list(order)
+    return calls
+
+
+def shortcut_layers(calls: dict[str, tuple[Any, tuple]]) -> set[str]:
+    """The shortcut projections among `calls` (see `_layer_calls`): a layer named like one
+    (SHORTCUT_NAMES: `conv_proj`, `shortcut`, `downsample`, `skip`), or a 1×1 convolution fed the
+    very array a wider convolution is fed (a block's input forking into its main path and its
+    projection, as in ResNet's basic blocks)."""
+    found = {path for path in calls if re.search(SHORTCUT_NAMES, path.rsplit("/", 1)[-1])}
+    for path, (inputs, window) in calls.items():
+        pointwise = bool(window) and all(size == 1 for size in window)
+        if pointwise and any(other is inputs and any(size > 1 for size in other_window)
+                             for name, (other, other_window) in calls.items() if name != path):
+            found.add(path)
+    return found
 
 
 class _only_interceptor:
@@ -194,6 +215,9 @@ class _Interceptor:
 
     def __call__(self, next_fun, args, kwargs, context):
         module = context.module
+        if context.method_name == "__call__" and isinstance(module, NORMS) and module.axis_name is not None:
+            # bound to bnnx's data axis: the step's statistics already span the whole sharded batch
+            return module.clone(parent=module.scope, axis_name=None, axis_index_groups=None)(*args, **kwargs)
         kind = layer_kind(module) if context.method_name == "__call__" else None
         if kind is None or isinstance(module.promote_dtype, _QuantizingPromote):
             return next_fun(*args, **kwargs)
@@ -223,9 +247,18 @@ class _QuantizingPromote:
         return (inputs, kernel, *rest)
 
 
-def binarize(model: nn.Module, rules: Sequence = (), policy: QuantPolicy = QuantPolicy()) -> Binarized:
+def binarize(model, rules: Sequence = (), policy: QuantPolicy = QuantPolicy()) -> Binarized:
     """`model`, unmodified, with its Dense/DenseGeneral/Conv/Einsum layers quantized by `rules`
     (see `Rule`, `parse_rule`) and `policy` (the quantizers, scaling and real roles of the layers
     no rule matches). Call it like the model, plus `train=`, which it passes on as the model's
-    own `train`/`training`/`is_training`/`deterministic` argument."""
+    own `train`/`training`/`is_training`/`deterministic` argument. An NNX module (an instance:
+    its own weights are the initial values) runs as linen (`bnnx.nnx_bridge`), its
+    Linear/LinearGeneral/Conv/Einsum layers quantized the same way."""
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        from bnnx.nnx_bridge import from_instance
+
+        model = from_instance(model)
+    check(isinstance(model, nn.Module), f"binarize needs a flax linen or NNX module, not {type(model).__name__}")
     return Binarized(model, tuple(parse_rule(rule) for rule in rules), policy)

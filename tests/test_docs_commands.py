@@ -34,6 +34,8 @@ def fenced_commands(path: Path) -> list[tuple[list[str], str]]:
     out = []
     for line in filter(str.strip, lines):
         tokens = shlex.split(line, comments=True)
+        if not tokens:  # a comment line of its own
+            continue
         comment = line[_comment_start(line):]
         while "&&" in tokens:
             out.append((tokens[:tokens.index("&&")], comment))

@@ -120,9 +120,15 @@ def _one_line(message: str, overrides: list[str]) -> str:
         if "." in key and group in GROUPS + ("distill", "analysis"):
             others = [o for o in overrides if not o.lstrip("+~").startswith(group + ".")]
             valid = sorted(k for k in compose_dict(others)[group] if k != "name")
-            return f"unknown key '{key}'; valid {group} keys: {', '.join(valid)}"
-        return f"unknown key '{key}'; valid top-level keys: {', '.join(_top_level_keys())}"
+            return f"unknown key '{key}'; valid {group} keys: {', '.join(valid)}{_append_hint(text)}"
+        return f"unknown key '{key}'; valid top-level keys: {', '.join(_top_level_keys())}{_append_hint(text)}"
     return text[:300]
+
+
+def _append_hint(text: str) -> str:
+    """Hydra's own hint, when a key it refused can be added with `+`."""
+    hint = text.partition("To append to your config use ")[2].strip()
+    return f" (to add it: {hint})" if hint else ""
 
 
 def compose_config(overrides: list[str]) -> TrainConfig:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import os
 import re
-import sys
 from typing import Any
 
 import flax.linen as nn
@@ -67,8 +65,11 @@ class ModelConfig:
                 re.compile(pattern)
             except re.error as error:
                 raise ConfigError(f"model.real_paths has an invalid regex {pattern!r} ({error})") from None
-        object.__setattr__(self, "options", check_values(model_class(self.name, self.target), self.options, "model",
-                                                         skip=FIXED))
+        cls = model_class(self.name, self.target)
+        if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+            object.__setattr__(self, "options", check_values(cls, self.options, "model", skip=FIXED))
+        else:  # a partial, an NNX class or a function: checked against its signature when built
+            object.__setattr__(self, "options", dict(self.options or {}))
 
     def policy(self) -> QuantPolicy:
         if self.fp:
@@ -83,7 +84,7 @@ class ModelConfig:
         return dataclasses.replace(self, fp=True)
 
 
-def model_class(name: str, target: str | None = None) -> type[nn.Module]:
+def model_class(name: str, target: str | None = None) -> Any:
     if name == EXTERNAL:
         return import_target(target)
     if name not in MODELS:
@@ -92,24 +93,11 @@ def model_class(name: str, target: str | None = None) -> type[nn.Module]:
     return getattr(importlib.import_module(module), attribute)
 
 
-def import_target(target: str | None) -> type[nn.Module]:
-    """The flax module class named "package.module:ClassName", importable from the working
-    directory or an installed package."""
-    if not target or target.count(":") != 1:
-        raise ConfigError(f"model.target must be package.module:ClassName (got {target!r})")
-    module_name, attribute = target.split(":")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # the user's module: any error while importing it is theirs
-        raise ConfigError(f"model.target {target}: cannot import {module_name}: "
-                          f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
-    cls = getattr(module, attribute, None)
-    check(cls is not None, f"model.target {target}: {module_name} has no {attribute}")
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ConfigError(f"model.target {target} is not a flax linen Module class")
-    return cls
+def import_target(target: str | None):
+    """The callable named by `model.target` (see `bnnx.models.external`)."""
+    from bnnx.models.external import import_target as _import
+
+    return _import(target)
 
 
 def _is_plain(cls) -> bool:
@@ -120,22 +108,31 @@ def _is_plain(cls) -> bool:
 def model_options(name: str, target: str | None = None) -> dict[str, Any]:
     """The options a model accepts, with their defaults."""
     cls = model_class(name, target)
+    if name == EXTERNAL:
+        from bnnx.models.external import options_of
+
+        return options_of(cls)
     return {p.name: p.default for p in inspect.signature(cls).parameters.values() if p.name not in FIXED}
 
 
 def build_model(config: ModelConfig, num_classes: int) -> nn.Module:
     """The flax module; `config` checked its options against the module's attributes. A plain
     flax model (no bnnx policy field) is binarized by interception."""
+    if config.name == EXTERNAL:
+        from bnnx.binarizer import binarize
+        from bnnx.models.external import external_module
+
+        model = external_module(str(config.target), config.options, num_classes)
+        if not _is_plain(type(model)):  # a bnnx-style model with a policy field of its own
+            return model.clone(policy=config.policy())
+        return binarize(model, rules=config.rules, policy=config.policy())
     cls = model_class(config.name, config.target)
     if not _is_plain(cls):
         return cls(num_classes=num_classes, policy=config.policy(), **config.options)
     from bnnx.binarizer import binarize
 
-    options = dict(config.options)
-    if "num_classes" in inspect.signature(cls).parameters:
-        options = {"num_classes": num_classes, **options}
     try:
-        model = cls(**options)
+        model = cls(**config.options)
     except TypeError as error:
-        raise ConfigError(f"model {config.target or config.name}: {error}") from None
+        raise ConfigError(f"model {config.name}: {error}") from None
     return binarize(model, rules=config.rules, policy=config.policy())

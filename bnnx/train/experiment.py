@@ -13,6 +13,7 @@ from bnnx.data import load_dataset
 from bnnx.layers import LayerRecord, param_labels, record_layers
 from bnnx.methods.base import MethodContext, Recipe
 from bnnx.models import build_model
+from bnnx.models.external import check_trains, user_errors
 from bnnx.train.losses import CrossEntropy
 from bnnx.train.services import RunServices
 from bnnx.train.state import TrainState, create_state, init_variables
@@ -54,8 +55,11 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
     dataset = dataset if dataset is not None else load_dataset(config.dataset)
     model = build_model(config.trained_model, dataset.num_classes)
     example = example_input(dataset)
-    layers = record_layers(model, example)
-    variables = init_variables(model, example, config.seed)
+    with user_errors(f"model {config.trained_model.target}", config.trained_model.name == "external"):
+        layers = record_layers(model, example)
+        variables = init_variables(model, example, config.seed)
+        if config.trained_model.name == "external":
+            check_trains(model, variables, example)
     context = MethodContext(
         layers=layers, labels=param_labels(variables["params"], variables.get("quant", {})),
         steps_per_epoch=dataset.steps_per_epoch(config.batch_size), epochs=config.epochs, seed=config.seed,
