@@ -1,0 +1,96 @@
+"""Warnings about runs that would train at chance level without saying so.
+
+- At set-up, on the first training batch: binary-bound layers whose quantized inputs are
+  (nearly) constant. sign(relu(x)) is +1 everywhere, so a layer fed by a ReLU sees one input
+  pattern whatever the example, and the network cannot learn through it.
+- While training: a run whose test accuracy has stayed at chance (≤ 1/classes + a margin) for a
+  quarter of its epochs.
+
+Each warning is one line on stderr, `warning: ...`, and one entry of the run's summary.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnnx.layers import LayerRecord, _Quantized
+
+CONSTANT_SIGNS = 0.99  # a feature whose inputs share one sign this often is constant
+CHANCE_MARGIN = 0.02  # above 1/classes
+
+
+def warn(message: str) -> str:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+    return message
+
+
+def sign_agreement(model: nn.Module, variables: dict, x: jax.Array) -> dict[str, float]:
+    """Per quantizable layer (by '/'-joined path): the mean over its input features of the
+    fraction of the batch's inputs that share the feature's majority sign (0 counts as +1, as
+    bnnx's sign does), from one training-mode forward pass."""
+
+    def forward(variables, x):
+        captured: dict[str, jax.Array] = {}
+
+        def capture(next_fun, args, kwargs, context):
+            module = context.module
+            quantizable = isinstance(module, (_Quantized, nn.Dense, nn.DenseGeneral, nn.Conv, nn.Einsum))
+            if context.method_name == "__call__" and quantizable and args:
+                inputs = jnp.asarray(args[0])
+                positive = jnp.mean((inputs >= 0).reshape(-1, inputs.shape[-1]), axis=0)
+                captured.setdefault("/".join(module.scope.path), jnp.mean(jnp.maximum(positive, 1 - positive)))
+            return next_fun(*args, **kwargs)
+
+        with nn.intercept_methods(capture):
+            model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+        return captured
+
+    return {name: float(value) for name, value in jax.jit(forward)(variables, x).items()}
+
+
+def constant_input_layers(layers: list[LayerRecord], agreement: dict[str, float]) -> list[str]:
+    """The binary-input layers whose inputs' signs are constant per feature (see CONSTANT_SIGNS)."""
+    return [layer.name for layer in layers
+            if layer.binary_inputs and agreement.get(layer.name, 0.0) > CONSTANT_SIGNS]
+
+
+def constant_inputs_message(names: list[str], external: bool) -> str:
+    shown = ", ".join(names)
+    if external:
+        pattern = "^(" + "|".join(names) + ")$"
+        fix = (f"keep them W1A32 with 'model.rules=[{{pattern:\"{pattern}\",input_quantizer:identity}}]' "
+               f"(or model.binary_activations=false)")
+    else:
+        fix = "keep their inputs real with model.binary_activations=false"
+    return (f"binary-input layers {shown} see constant input signs on the first batch (a ReLU before sign "
+            f"gives +1 everywhere): they cannot learn; move the sign before the ReLU, or {fix}")
+
+
+def stuck_at_chance(accuracies: list[float], epochs: int, num_classes: int) -> bool:
+    """Whether the last quarter of the run's epochs (at least one) have all been at chance."""
+    window = max(1, epochs // 4)
+    chance = 1.0 / max(num_classes, 1) + CHANCE_MARGIN
+    return len(accuracies) >= window and all(a <= chance for a in accuracies[-window:])
+
+
+def chance_message(epochs_done: int, accuracy: float, num_classes: int, method: str) -> str:
+    hint = (" (Bop with a binary input quantizer flips no weight once its momentum is zero; see "
+            "docs/training-warnings.md)" if method == "bop" else "")
+    return (f"test accuracy has stayed at chance ({accuracy:.4f} ≤ 1/{num_classes} + {CHANCE_MARGIN}) for "
+            f"{epochs_done} epochs: the run is not learning{hint}")
+
+
+def check_first_batch(experiment, state) -> str | None:
+    """The constant-input warning's message for `experiment` starting from `state`, or None."""
+    if not any(layer.binary_inputs for layer in experiment.layers):
+        return None
+    config = experiment.config
+    images, _, _ = next(iter(experiment.dataset.train_batches(0, config.batch_size, config.seed)))
+    variables = state.variables(experiment.recipe.runtime(state.quant, state.step))
+    agreement = sign_agreement(experiment.model, variables, experiment.dataset.normalize(images))
+    names = constant_input_layers(experiment.layers, agreement)
+    return constant_inputs_message(names, config.model.name == "external") if names else None
