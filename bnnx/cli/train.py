@@ -51,18 +51,25 @@ def train(
 
     result = run_training(config, quiet=quiet)
     summary = result.summary
-    accuracy = summary["test_accuracy"]
-    shown = f"{accuracy:.4f}" if accuracy is not None else "n/a"
-    typer.echo(f"{summary['status']}: test_accuracy={shown} best={summary['best_test_accuracy'] or 0:.4f} "
+    typer.echo(f"{summary['status']}: test_accuracy={_shown(summary['test_accuracy'])} "
+               f"best={_shown(summary['best_test_accuracy'])} "
                f"epochs={summary['epochs_done']}/{config.epochs} run_dir={result.run_dir}")
     raise typer.Exit(result.exit_code)
+
+
+def _shown(accuracy) -> str:
+    return f"{accuracy:.4f}" if accuracy is not None else "n/a"  # None: no epoch finished
 
 
 def _resolve_resume(overrides: list[str], config):
     """With resume=true, the run's own config.yaml is the base: `bnnx train resume=true out_dir=D`
     needs nothing else, and any other override must agree with what the run recorded."""
-    if not config.resume or not config.out_dir:
+    if not config.resume:
         return config
+    if not config.out_dir:
+        from bnnx.errors import ConfigError
+
+        raise ConfigError("resume=true needs out_dir=DIR, the folder of the run to continue")
     import dataclasses
     from pathlib import Path
 
