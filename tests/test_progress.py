@@ -1,0 +1,39 @@
+"""What a run prints while it trains: one flushed line per epoch, also into a pipe."""
+
+import os
+import signal
+import subprocess
+import sys
+
+from bnnx.train.progress import epoch_line
+
+BNNX = [sys.executable, "-m", "bnnx.cli.__main__"]
+
+
+def test_epoch_lines_reach_a_pipe_while_the_run_goes_on(tmp_path):
+    """The first epoch's line is read from the pipe, then the run is interrupted: had the line
+    waited in a buffer until exit, the run would have finished all its epochs first."""
+    epochs = 300
+    command = [*BNNX, "train", "dataset=digits", "model.hidden=[16]", f"epochs={epochs}", f"out_dir={tmp_path / 'run'}"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as into a pipe
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert first.startswith(f"epoch 1/{epochs} train_loss "), (first, errors)
+    assert process.returncode == 130, errors
+    lines = rest.strip().splitlines()
+    done = int(lines[-1].split("epochs=")[1].split("/")[0])
+    assert lines[-1].startswith("interrupted: ") and 1 <= done < epochs, rest
+    assert [line.split(" train_loss")[0] for line in lines[:-1]] == [f"epoch {e}/{epochs}" for e in range(2, done + 1)]
+    assert "\r" not in first + rest and "━" not in errors  # no live bar off a terminal
+
+
+def test_epoch_line_names_every_figure():
+    row = {"epoch": 2, "train_loss": 0.41234, "train_accuracy": 0.881, "test_loss": 0.399, "test_accuracy": 0.89125,
+           "epoch_time_s": 1.234}
+    assert epoch_line(row, 10) == ("epoch 3/10 train_loss 0.4123 train_acc 0.8810 test_loss 0.3990 "
+                                   "test_acc 0.8912 time 1.2s")
