@@ -70,18 +70,32 @@ def constant_inputs_message(names: list[str], external: bool) -> str:
             f"gives +1 everywhere): they cannot learn; move the sign before the ReLU, or {fix}")
 
 
+def chance_window(epochs: int) -> int:
+    """A quarter of the run's epochs, at least one."""
+    return max(1, epochs // 4)
+
+
 def stuck_at_chance(accuracies: list[float], epochs: int, num_classes: int) -> bool:
-    """Whether the last quarter of the run's epochs (at least one) have all been at chance."""
-    window = max(1, epochs // 4)
+    """Whether the last quarter of the run's epochs have all been at chance."""
+    window = chance_window(epochs)
     chance = 1.0 / max(num_classes, 1) + CHANCE_MARGIN
     return len(accuracies) >= window and all(a <= chance for a in accuracies[-window:])
 
 
-def chance_message(epochs_done: int, accuracy: float, num_classes: int, method: str) -> str:
-    hint = (" (Bop with a binary input quantizer flips no weight once its momentum is zero; see "
-            "docs/training-warnings.md)" if method == "bop" else "")
-    return (f"test accuracy has stayed at chance ({accuracy:.4f} ≤ 1/{num_classes} + {CHANCE_MARGIN}) for "
-            f"{epochs_done} epochs: the run is not learning{hint}")
+def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
+    """Why a run may sit at chance. With Bop (rows with a flip ratio): its momentum starts at 0,
+    so after one step m = γ·g and every weight whose gradient agrees with its sign has
+    |m| > τ = 1e-8 unless γ·|g| is tiny, as it is in the paper's nets (γ = 1e-4, BN after each
+    binary layer); a net with larger gradients has about half its binary weights flipped by the
+    first step, at random, and the real parameters learn to ignore the binary layers."""
+    message = (f"test accuracy has been at chance (≤ 1/{num_classes} + {CHANCE_MARGIN}) for the last "
+               f"{chance_window(epochs)} of {len(rows)} epochs: the run is not learning")
+    flips = rows[0].get("flip_ratio")
+    if flips is not None:
+        message += (f"; Bop flipped {flips:.1%} of the binary weights per step in its first epoch (its "
+                    f"threshold is below γ·|gradient| for almost every weight): raise method.threshold "
+                    f"(e.g. 1e-4) or lower method.gamma")
+    return message
 
 
 def check_first_batch(experiment, state) -> str | None:
