@@ -37,3 +37,25 @@ def test_epoch_line_names_every_figure():
            "epoch_time_s": 1.234}
     assert epoch_line(row, 10) == ("epoch 3/10 train_loss 0.4123 train_acc 0.8810 test_loss 0.3990 "
                                    "test_acc 0.8912 time 1.2s")
+
+
+def test_the_sweep_bar_fits_80_columns_with_long_names_and_counts():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+
+    from bnnx.sweeps.progress import NAME, SweepProgress, _cut, columns
+
+    view = SweepProgress("a_very_long_sweep_name-paper", 1200, 3, quiet=True)
+    view.counts.update({"failed": 12, "diverged": 3})
+    view.started("a_cell_with_a_long_name/seed12")
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    bar = RichProgress(*columns(), console=console)
+    bar.add_task(_cut(view.name, NAME), total=1200, completed=345, stats=view.stats())
+    console.print(bar.make_tasks_table(bar.tasks))
+    (line,) = console.file.getvalue().strip("\n").splitlines()
+    assert len(line.rstrip()) <= 80 and "345/1200" in line and "diverged 3" in line, line
+
+    view.counts.clear()
+    assert view.stats() == "running 1 (a_cell_wi…)"
