@@ -59,3 +59,17 @@ def test_the_sweep_bar_fits_80_columns_with_long_names_and_counts():
 
     view.counts.clear()
     assert view.stats() == "running 1 (a_cell_wi…)"
+
+
+def test_preparing_a_local_copy_prints_one_line(tmp_path, run_cli):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 20), ("t10k", 10)):
+        for kind, shape in (("images-idx3", (n, 28, 28)), ("labels-idx1", (n,))):
+            array = rng.integers(0, 10 if kind.startswith("labels") else 256, shape).astype(np.uint8)
+            header = b"".join(v.to_bytes(4, "big") for v in (0x0800 + array.ndim, *array.shape))
+            (tmp_path / f"{stem}-{kind}-ubyte").write_bytes(header + array.tobytes())
+    code, text = run_cli("data", "prepare", "mnist", "--from", str(tmp_path), "--data-dir", str(tmp_path / "tfds"))
+    assert code == 0, text
+    assert text.strip().splitlines() == [f"mnist is ready in {tmp_path / 'tfds' / 'mnist' / '3.0.1'} (20 training examples)"]
