@@ -122,7 +122,7 @@ def plot_schedules(results, path: Path) -> bool:
         axes = figure.add_subplot(nrows, ncols, i + 1)
         for cell, mean in series[key].items():
             axes.plot(np.arange(1, len(mean) + 1), mean, color=colors[cell])
-        positive = [v for line in axes.lines for v in line.get_ydata() if v > 0]
+        positive = [v for line in axes.lines for v in np.asarray(line.get_ydata(), float).ravel() if v > 0]
         if positive and max(positive) > 100 * min(positive):
             axes.set_yscale("log")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # one value per whole epoch

@@ -25,7 +25,9 @@ def test_relu_before_binary_layers_warns_once_before_the_first_epoch_and_its_fix
     assert summary["test_accuracy"] <= 0.12  # at chance, as the warning says
     assert warning.removeprefix("warning: ") in summary["warnings"]
 
-    rule = re.search(r"'(model\.rules=[^']*)'", warning).group(1)  # the override the warning gives, as given
+    given = re.search(r"'(model\.rules=[^']*)'", warning)  # the override the warning gives, as given
+    assert given, warning
+    rule = given.group(1)
     code, text = run_cli(*RELU, "epochs=2", rule, f"out_dir={tmp_path / 'fixed'}")
     assert code == 0 and "warning:" not in text, text
     assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["test_accuracy"] > 0.4  # W1A32 learns

@@ -17,6 +17,7 @@ def test_epoch_lines_reach_a_pipe_while_the_run_goes_on(tmp_path):
     command = [*BNNX, "train", "dataset=digits", "model.hidden=[16]", f"epochs={epochs}", f"out_dir={tmp_path / 'run'}"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as into a pipe
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stdout is not None
     try:
         first = process.stdout.readline()
         process.send_signal(signal.SIGINT)
@@ -50,11 +51,12 @@ def test_the_sweep_bar_fits_80_columns_with_long_names_and_counts():
     view = SweepProgress("a_very_long_sweep_name-paper", 1200, 3, quiet=True)
     view.counts.update({"failed": 12, "diverged": 3})
     view.started("a_cell_with_a_long_name/seed12")
-    console = Console(file=io.StringIO(), width=200, color_system=None)
+    screen = io.StringIO()
+    console = Console(file=screen, width=200, color_system=None)
     bar = RichProgress(*columns(), console=console)
     bar.add_task(_cut(view.name, NAME), total=1200, completed=345, stats=view.stats())
     console.print(bar.make_tasks_table(bar.tasks))
-    (line,) = console.file.getvalue().strip("\n").splitlines()
+    (line,) = screen.getvalue().strip("\n").splitlines()
     assert len(line.rstrip()) <= 80 and "345/1200" in line and "diverged 3" in line, line
 
     view.counts.clear()
@@ -72,4 +74,5 @@ def test_preparing_a_local_copy_prints_one_line(tmp_path, run_cli):
             (tmp_path / f"{stem}-{kind}-ubyte").write_bytes(header + array.tobytes())
     code, text = run_cli("data", "prepare", "mnist", "--from", str(tmp_path), "--data-dir", str(tmp_path / "tfds"))
     assert code == 0, text
-    assert text.strip().splitlines() == [f"mnist is ready in {tmp_path / 'tfds' / 'mnist' / '3.0.1'} (20 training examples)"]
+    folder = tmp_path / "tfds" / "mnist" / "3.0.1"
+    assert text.strip().splitlines() == [f"mnist is ready in {folder} (20 training examples)"]

@@ -8,7 +8,6 @@ from collections import Counter
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-
 WIDTH = 80
 NAME, BAR, STATS = 16, 12, 22  # columns for the sweep's name, the bar and the running/failed text
 
@@ -35,7 +34,8 @@ class SweepProgress:
         if not self.quiet:
             self._bar = Progress(*columns(), console=Console(stderr=True))
             self._bar.__enter__()
-            self._task = self._bar.add_task(_cut(self.name, NAME), total=self.total, completed=self.counts["done"], stats="")
+            self._task = self._bar.add_task(_cut(self.name, NAME), total=self.total, completed=self.counts["done"],
+                                            stats="")
             self._refresh()
         return self
 

@@ -39,7 +39,7 @@ def sign_agreement(model: nn.Module, variables: dict, x: jax.Array) -> dict[str,
         def capture(next_fun, args, kwargs, context):
             module = context.module
             quantizable = isinstance(module, (_Quantized, nn.Dense, nn.DenseGeneral, nn.Conv, nn.Einsum))
-            if context.method_name == "__call__" and quantizable and args:
+            if context.method_name == "__call__" and quantizable and args and module.scope is not None:
                 inputs = jnp.asarray(args[0])
                 positive = jnp.mean((inputs >= 0).reshape(-1, inputs.shape[-1]), axis=0)
                 captured.setdefault("/".join(module.scope.path), jnp.mean(jnp.maximum(positive, 1 - positive)))
