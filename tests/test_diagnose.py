@@ -50,11 +50,18 @@ def test_bop_at_chance_is_told_why(run_cli, tmp_path):
     assert len(summary["warnings"]) == 2
 
 
-def test_chance_means_a_quarter_of_the_epochs_at_most_a_margin_above_one_over_classes():
-    assert stuck_at_chance([0.5, 0.11, 0.12, 0.1], epochs=12, num_classes=10)  # the last 3 of 12
-    assert not stuck_at_chance([0.11, 0.13, 0.11], epochs=12, num_classes=10)
-    assert not stuck_at_chance([0.1, 0.1], epochs=12, num_classes=10)  # a quarter not yet run
-    assert stuck_at_chance([0.5], epochs=3, num_classes=2)
-    rows = [{"test_accuracy": 0.1, "flip_ratio": 0.25}]
-    assert "last 1 of 1 epochs" in chance_message(rows, 4, 10) and "Bop flipped 25.0%" in chance_message(rows, 4, 10)
-    assert "Bop" not in chance_message([{"test_accuracy": 0.1}], 4, 10)
+def rows(*pairs):
+    return [{"test_accuracy": accuracy, "test_loss": loss} for accuracy, loss in pairs]
+
+
+def test_chance_means_a_quarter_of_the_epochs_near_one_over_classes_or_near_a_constant_predictions_loss():
+    assert stuck_at_chance(rows((0.5, 1.0), (0.11, 1.0), (0.12, 1.0), (0.1, 1.0)), epochs=12, num_classes=10)
+    assert not stuck_at_chance(rows((0.11, 1.0), (0.13, 1.0), (0.11, 1.0)), epochs=12, num_classes=10)
+    assert not stuck_at_chance(rows((0.1, 2.3), (0.1, 2.3)), epochs=12, num_classes=10)  # a quarter not yet run
+    assert stuck_at_chance(rows((0.5, 1.0)), epochs=3, num_classes=2)
+    # Bop's collapse: the test loss stays near ln 10 = 2.30 while the accuracy wanders above 0.12
+    assert stuck_at_chance(rows((0.24, 2.14), (0.15, 2.26), (0.16, 2.19)), epochs=10, num_classes=10)
+    assert not stuck_at_chance(rows((0.6, 2.2), (0.65, 2.3)), epochs=8, num_classes=10)  # overconfident, learning
+    flips = [{"test_accuracy": 0.1, "test_loss": 2.3, "flip_ratio": 0.25}]
+    assert "last 1 of 1 epochs" in chance_message(flips, 4, 10) and "Bop flipped 25.0%" in chance_message(flips, 4, 10)
+    assert "Bop" not in chance_message(rows((0.1, 2.3)), 4, 10)

@@ -3,14 +3,14 @@
 - At set-up, on the first training batch: binary-bound layers whose quantized inputs are
   (nearly) constant. sign(relu(x)) is +1 everywhere, so a layer fed by a ReLU sees one input
   pattern whatever the example, and the network cannot learn through it.
-- While training: a run whose test accuracy has stayed at chance (≤ 1/classes + a margin) for a
-  quarter of its epochs.
+- While training: a run that has stayed at chance (see `at_chance`) for a quarter of its epochs.
 
 Each warning is one line on stderr, `warning: ...`, and one entry of the run's summary.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 
 import flax.linen as nn
@@ -75,26 +75,34 @@ def chance_window(epochs: int) -> int:
     return max(1, epochs // 4)
 
 
-def stuck_at_chance(accuracies: list[float], epochs: int, num_classes: int) -> bool:
-    """Whether the last quarter of the run's epochs have all been at chance."""
+def at_chance(row: dict, num_classes: int) -> bool:
+    """Test accuracy within CHANCE_MARGIN of 1/classes, or a test loss still near ln(classes), the
+    loss of a constant prediction, with an accuracy in the lower quarter between chance and 1."""
+    chance = 1.0 / max(num_classes, 2)
+    accuracy, loss = row["test_accuracy"], row.get("test_loss", 0.0)
+    return accuracy <= chance + CHANCE_MARGIN or (loss >= 0.9 * math.log(max(num_classes, 2))
+                                                  and accuracy <= chance + (1 - chance) / 4)
+
+
+def stuck_at_chance(rows: list[dict], epochs: int, num_classes: int) -> bool:
+    """Whether the last quarter of the run's epochs (at least one) have all been at chance."""
     window = chance_window(epochs)
-    chance = 1.0 / max(num_classes, 1) + CHANCE_MARGIN
-    return len(accuracies) >= window and all(a <= chance for a in accuracies[-window:])
+    return len(rows) >= window and all(at_chance(row, num_classes) for row in rows[-window:])
 
 
 def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
-    """Why a run may sit at chance. With Bop (rows with a flip ratio): its momentum starts at 0,
-    so after one step m = γ·g and every weight whose gradient agrees with its sign has
-    |m| > τ = 1e-8 unless γ·|g| is tiny, as it is in the paper's nets (γ = 1e-4, BN after each
-    binary layer); a net with larger gradients has about half its binary weights flipped by the
-    first step, at random, and the real parameters learn to ignore the binary layers."""
-    message = (f"test accuracy has been at chance (≤ 1/{num_classes} + {CHANCE_MARGIN}) for the last "
-               f"{chance_window(epochs)} of {len(rows)} epochs: the run is not learning")
+    """The chance warning; for Bop (rows with a flip ratio) with its two causes (see
+    docs/training-warnings.md): τ = 1e-8 is below γ·|g| for almost every weight, so each step
+    flips every weight whose momentum agrees with its sign (half of them on the first step);
+    and Bop's kernels are ±1, not the initialization's ~1/√fan_in, so binary layers with no
+    normalization after them (a residual sum, attention logits) start √fan_in times too large."""
+    message = (f"the run has been at chance for the last {chance_window(epochs)} of {len(rows)} epochs (test "
+               f"accuracy ≤ 1/{num_classes} + {CHANCE_MARGIN}, or test loss ≥ 0.9·ln {num_classes}): it is not learning")
     flips = rows[0].get("flip_ratio")
     if flips is not None:
-        message += (f"; Bop flipped {flips:.1%} of the binary weights per step in its first epoch (its "
-                    f"threshold is below γ·|gradient| for almost every weight): raise method.threshold "
-                    f"(e.g. 1e-4) or lower method.gamma")
+        message += (f"; Bop flipped {flips:.1%} of the binary weights per step in its first epoch, and its ±1 "
+                    f"kernels swamp un-normalized residual or attention paths: try method.threshold=1e-4, a "
+                    f"normalization after each binary layer, or method=ste (docs/training-warnings.md)")
     return message
 
 

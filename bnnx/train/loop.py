@@ -266,11 +266,10 @@ class Trainer:
 
     def _warn_chance(self, member: _Member) -> None:
         """Once per run: its test accuracy has been at chance for a quarter of its epochs."""
-        accuracies = [row["test_accuracy"] for row in member.rows]
         num_classes, epochs = member.exp.dataset.num_classes, member.config.epochs
-        if epochs < 2 or any(w.startswith("test accuracy has been at chance") for w in member.warnings):
+        if epochs < 2 or any(w.startswith("the run has been at chance") for w in member.warnings):
             return
-        if stuck_at_chance(accuracies, epochs, num_classes):
+        if stuck_at_chance(member.rows, epochs, num_classes):
             member.warnings.append(warn(chance_message(member.rows, epochs, num_classes)))
 
     def _log_step(self, step: int, state, batch_sums) -> None:
