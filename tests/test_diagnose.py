@@ -3,6 +3,7 @@ accuracy while training. The models are plain flax (tests/models_chance.py)."""
 
 import json
 import re
+import signal
 from pathlib import Path
 
 from bnnx.train.diagnose import chance_message, stuck_at_chance
@@ -31,6 +32,26 @@ def test_relu_before_binary_layers_warns_once_before_the_first_epoch_and_its_fix
     code, text = run_cli(*RELU, "epochs=2", rule, f"out_dir={tmp_path / 'fixed'}")
     assert code == 0 and "warning:" not in text, text
     assert json.loads((tmp_path / "fixed" / "summary.json").read_text())["test_accuracy"] > 0.4  # W1A32 learns
+
+
+def test_a_resumed_run_keeps_the_warnings_of_its_first_part(run_cli, tmp_path, monkeypatch):
+    from bnnx.train.progress import Progress
+
+    start_epoch = Progress.start_epoch
+
+    def interrupt_epoch_2(self, epoch, step):
+        start_epoch(self, epoch, step)
+        if epoch == 1 and step == 0:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Progress, "start_epoch", interrupt_epoch_2)
+    code, text = run_cli(*RELU, "epochs=3", f"out_dir={tmp_path / 'run'}")
+    assert code == 130 and text.count("warning:") == 2, text  # constant inputs; at chance after epoch 1 of 3
+    monkeypatch.setattr(Progress, "start_epoch", start_epoch)
+    code, text = run_cli("train", "resume=true", f"out_dir={tmp_path / 'run'}")
+    assert code == 0 and "warning:" not in text, text  # said once per run, not again on resume
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [w.split(" ")[:2] for w in summary["warnings"]] == [["binary-input", "layers"], ["the", "run"]]
 
 
 def test_a_normalized_model_gets_no_warning(run_cli, tmp_path):

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bnnx.io import read_json
 from bnnx.layers import LayerRecord, _Quantized
 
 CONSTANT_SIGNS = 0.99  # a feature whose inputs share one sign this often is constant
@@ -97,13 +99,23 @@ def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
     and Bop's kernels are ±1, not the initialization's ~1/√fan_in, so binary layers with no
     normalization after them (a residual sum, attention logits) start √fan_in times too large."""
     message = (f"the run has been at chance for the last {chance_window(epochs)} of {len(rows)} epochs (test "
-               f"accuracy ≤ 1/{num_classes} + {CHANCE_MARGIN}, or test loss ≥ 0.9·ln {num_classes}): it is not learning")
+               f"accuracy ≤ 1/{num_classes} + {CHANCE_MARGIN}, or test loss ≥ 0.9·ln {num_classes}): "
+               f"it is not learning")
     flips = rows[0].get("flip_ratio")
     if flips is not None:
         message += (f"; Bop flipped {flips:.1%} of the binary weights per step in its first epoch, and its ±1 "
                     f"kernels swamp un-normalized residual or attention paths: try method.threshold=1e-4, a "
                     f"normalization after each binary layer, or method=ste (docs/training-warnings.md)")
     return message
+
+
+def recorded_warnings(run_dir: Path) -> list[str]:
+    """The warnings an interrupted run's summary.json recorded, for its resume to keep."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return []
+    warnings = read_json(path).get("warnings", [])
+    return [w for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
 
 
 def check_first_batch(experiment, state) -> str | None:

@@ -28,7 +28,7 @@ from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
-from bnnx.train.diagnose import chance_message, check_first_batch, stuck_at_chance, warn
+from bnnx.train.diagnose import chance_message, check_first_batch, recorded_warnings, stuck_at_chance, warn
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
@@ -177,6 +177,7 @@ class Trainer:
         if member.config.resume:
             state, member.position = member.checkpoints.restore(state)
             member.rows = rows_before(member.run_dir, member.position["epoch"])
+            member.warnings = recorded_warnings(member.run_dir)
             return state
         member.position = {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}
         return member.exp.recipe.prepare(state)
