@@ -36,7 +36,7 @@ def train(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value).",
                                                     autocompletion=complete_override),
     cfg: Optional[str] = typer.Option(None, "--cfg", help="'job': print the resolved config and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No epoch lines and no progress bar."),
 ):
     from bnnx.errors import ConfigError
 
