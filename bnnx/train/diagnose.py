@@ -23,6 +23,7 @@ from bnnx.layers import LayerRecord, _Quantized
 
 CONSTANT_SIGNS = 0.99  # a feature whose inputs share one sign this often is constant
 CHANCE_MARGIN = 0.02  # above 1/classes
+CHANCE_WARNING = "the run has been at chance"
 
 
 def warn(message: str) -> str:
@@ -98,7 +99,7 @@ def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
     flips every weight whose momentum agrees with its sign (half of them on the first step);
     and Bop's kernels are ±1, not the initialization's ~1/√fan_in, so binary layers with no
     normalization after them (a residual sum, attention logits) start √fan_in times too large."""
-    message = (f"the run has been at chance for the last {chance_window(epochs)} of {len(rows)} epochs (test "
+    message = (f"{CHANCE_WARNING} for the last {chance_window(epochs)} of {len(rows)} epochs (test "
                f"accuracy ≤ 1/{num_classes} + {CHANCE_MARGIN}, or test loss ≥ 0.9·ln {num_classes}): "
                f"it is not learning")
     flips = rows[0].get("flip_ratio")
@@ -107,6 +108,13 @@ def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
                     f"kernels swamp un-normalized residual or attention paths: try method.threshold=1e-4, a "
                     f"normalization after each binary layer, or method=ste (docs/training-warnings.md)")
     return message
+
+
+def chance_warning(rows: list[dict], epochs: int, num_classes: int, said: list[str]) -> str | None:
+    """The chance warning after the last of `rows`, once per run (`said`: its warnings so far)."""
+    if epochs < 2 or any(w.startswith(CHANCE_WARNING) for w in said) or not stuck_at_chance(rows, epochs, num_classes):
+        return None
+    return chance_message(rows, epochs, num_classes)
 
 
 def recorded_warnings(run_dir: Path) -> list[str]:

@@ -28,7 +28,7 @@ from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
-from bnnx.train.diagnose import chance_message, check_first_batch, recorded_warnings, stuck_at_chance, warn
+from bnnx.train.diagnose import chance_warning, check_first_batch, recorded_warnings, warn
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
@@ -157,8 +157,10 @@ class Trainer:
             write_text(member.run_dir / "config.yaml", _yaml(config_to_dict(member.config)))
             if member.config.resume:  # the record of the epochs resumed, without rows or lines past them
                 write_jsonl(member.run_dir / "metrics.jsonl", member.rows)
-        if not self.config.resume:
-            self._warn_constant_inputs(states[0])
+        if not self.config.resume and (message := check_first_batch(self.members[0].exp, states[0])):
+            for member in self.members:  # the runs share their model: one line for all
+                member.warnings.append(message)
+            warn(message)
         state = self.program.stack(states)
         try:
             with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.members[0].exp.steps_per_epoch,
@@ -253,25 +255,12 @@ class Trainer:
             observer.row((epoch + 1) * member.exp.steps_per_epoch, row)
         if member is self._active()[0]:
             bar.end_epoch(row)
-        self._warn_chance(member)
+        if message := chance_warning(member.rows, member.config.epochs, member.exp.dataset.num_classes,
+                                     member.warnings):
+            member.warnings.append(warn(message))
         member.position = {**member.position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
         if (epoch + 1) % member.config.checkpoint_every == 0 or epoch + 1 == member.config.epochs:
             member.checkpoints.save(state, member.position)
-
-    def _warn_constant_inputs(self, state) -> None:
-        message = check_first_batch(self.members[0].exp, state)
-        if message:
-            warn(message)
-            for member in self.members:
-                member.warnings.append(message)
-
-    def _warn_chance(self, member: _Member) -> None:
-        """Once per run: its test accuracy has been at chance for a quarter of its epochs."""
-        num_classes, epochs = member.exp.dataset.num_classes, member.config.epochs
-        if epochs < 2 or any(w.startswith("the run has been at chance") for w in member.warnings):
-            return
-        if stuck_at_chance(member.rows, epochs, num_classes):
-            member.warnings.append(warn(chance_message(member.rows, epochs, num_classes)))
 
     def _log_step(self, step: int, state, batch_sums) -> None:
         """Every `log_every_steps` steps: each run's loss and scheduled values at this step, to its
