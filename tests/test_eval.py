@@ -62,12 +62,13 @@ def test_cli_export_then_eval_prints_the_runs_accuracy(overrides, compose, digit
     assert code == 0, text
     line = text.strip()
     assert line.count("\n") == 0 and line.startswith(f"test_accuracy={accuracy} ")
-    assert line.endswith(f"examples={len(digits.test_labels)}")
+    assert line.endswith(f"examples={len(digits.test_labels)} ran=packed-bits")
     figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["test_accuracy"] == accuracy and figures["source"] == "packed"
 
     code, text = run_cli("eval", str(result.run_dir), "eval_batch_size=100")
     assert code == 0 and text.strip().startswith(f"test_accuracy={accuracy} "), text
+    assert text.strip().endswith(" ran=checkpoint"), text
 
 
 def test_eval_of_bad_paths_is_one_line(run_cli, tmp_path):

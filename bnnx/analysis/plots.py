@@ -36,14 +36,29 @@ def plot_flips(signs: dict, path: Path) -> Path:
     for name, layer in signs["layers"].items():
         ratios = np.asarray(layer["flip_ratio"]) * 100
         ax.plot(np.arange(1, len(ratios) + 1), ratios, marker="o", markersize=3, label=name)
-    ax.set_yscale("symlog", linthresh=0.1)
+    _percent_axis(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Sign flips per epoch: share of weights whose sign changed during the epoch")
     ax.set_xlabel("epoch (1 = first epoch of training)")
     ax.set_ylabel("weights that flipped sign (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title=signs.get("tracked", "layer"), title_fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, title=signs.get("tracked", "layer"), title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
+
+
+def _percent_axis(ax) -> None:
+    """Log scale where the values span more than a decade, with labelled ticks at 1, 2 and 5 of
+    each decade (a bare log axis over one decade shows a single tick); linear otherwise."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    values = [v for line in ax.lines for v in line.get_ydata() if v > 0]
+    if not values or max(values) <= 10 * min(values):
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _epochs(count) -> str:

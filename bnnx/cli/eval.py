@@ -12,11 +12,13 @@ from bnnx.cli.common import user_errors
 commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 EVAL_HELP = """Evaluate PATH on its data set's test split and print one line
-`test_accuracy=… test_top5_accuracy=… examples=…`.
+`test_accuracy=… test_top5_accuracy=… examples=… ran=checkpoint|packed-bits`.
 
 PATH is a run directory (its latest checkpoint, evaluated as training evaluates) or an export
 file from `bnnx export` (evaluated with the packed engine: binary layers on bits). OVERRIDES
 change the recorded config, e.g. dataset.data_dir=DIR eval_batch_size=500."""
+
+RAN = {"checkpoint": "checkpoint", "packed": "packed-bits"}  # what `bnnx eval` ran, as its line says
 
 
 def _base_config(path: Path) -> dict:
@@ -80,4 +82,4 @@ def eval_command(
 
             raise ConfigError(f"cannot write {json_out}: {error.strerror or error}") from None
     typer.echo(f"test_accuracy={result['test_accuracy']} test_top5_accuracy={result['test_top5_accuracy']} "
-               f"examples={result['examples']}")
+               f"examples={result['examples']} ran={RAN[result['source']]}")

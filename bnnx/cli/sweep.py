@@ -44,7 +44,12 @@ def resolve_sweep_file(name_or_path: Path) -> Path:
     from bnnx.errors import ConfigError
     from bnnx.resources import bundled_sweeps, sweeps_dir
 
-    if name_or_path.exists() or name_or_path.suffix or len(name_or_path.parts) > 1:
+    if name_or_path.exists():
+        return name_or_path
+    if name_or_path.suffix in (".yaml", ".yml") and name_or_path.stem in bundled_sweeps():
+        raise ConfigError(f"no sweep file {name_or_path} here; the bundled table of that name runs as "
+                          f"`bnnx sweep {name_or_path.stem}`")
+    if name_or_path.suffix or len(name_or_path.parts) > 1:
         return name_or_path
     bundled = sweeps_dir() / f"{name_or_path}.yaml"
     if bundled.is_file():

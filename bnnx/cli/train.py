@@ -38,7 +38,7 @@ def train(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides (key=value).",
                                                     autocompletion=complete_override),
     cfg: Optional[str] = typer.Option(None, "--cfg", help="'job': print the resolved config and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No epoch lines and no progress bar."),
 ):
     from bnnx.errors import ConfigError
     from bnnx.train.rundir import resolve_resume
@@ -54,11 +54,14 @@ def train(
 
     result = run_training(config, quiet=quiet)
     summary = result.summary
-    accuracy = summary["test_accuracy"]
-    shown = f"{accuracy:.4f}" if accuracy is not None else "n/a"
-    typer.echo(f"{summary['status']}: test_accuracy={shown} best={summary['best_test_accuracy'] or 0:.4f} "
+    typer.echo(f"{summary['status']}: test_accuracy={_shown(summary['test_accuracy'])} "
+               f"best={_shown(summary['best_test_accuracy'])} "
                f"epochs={summary['epochs_done']}/{config.epochs} run_dir={result.run_dir}")
     raise typer.Exit(result.exit_code)
+
+
+def _shown(accuracy) -> str:
+    return f"{accuracy:.4f}" if accuracy is not None else "n/a"  # None: no epoch finished
 
 
 @commands.command("list", help="List the config groups and their options.")

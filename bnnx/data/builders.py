@@ -11,6 +11,8 @@ TensorFlow, written as array_record (the format `tfds.data_source` reads without
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +127,21 @@ def prepare(name: str, source: str | Path | None = None, data_dir: str | Path | 
         return prepare_with_stock_builder(name, data_dir, manual_dir=source)
     builder = LOCAL_BUILDERS[name](source_dir=source, data_dir=str(data_dir))
     builder.check_source()
-    builder.download_and_prepare(file_format=FILE_FORMAT)
+    with _quiet_tfds():
+        builder.download_and_prepare(file_format=FILE_FORMAT)
     return Path(builder.data_dir)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """No tqdm bars and no "Downloading and preparing dataset Unknown size": a local copy
+    downloads nothing, and `bnnx data prepare` says where the set is once it is ready."""
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.display_progress_bar(True)
 
 
 def prepare_with_stock_builder(name: str, data_dir: Path, manual_dir=None) -> Path:

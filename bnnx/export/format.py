@@ -205,6 +205,8 @@ class Exported:
 
 def unpack(path) -> Exported:
     """Read an export written by `write_export` (a path, or a binary file object)."""
+    if not _is_archive(path):  # np.load would take it for a pickle and suggest allow_pickle
+        raise CheckpointError(f"{path} is not a bnnx export: not the .npz archive `bnnx export` writes")
     try:
         with np.load(path) as data:
             manifest = json.loads(data[MANIFEST_KEY].tobytes().decode())
@@ -235,3 +237,15 @@ def _read(arrays: dict[str, np.ndarray], manifest: dict) -> Exported:
         else:
             tensors[tensor["name"]] = found["value"]
     return Exported(tensors, planes, manifest, thresholds)
+
+
+def _is_archive(path) -> bool:
+    """Whether `path` (or a file object) is a zip archive, as every .npz is; a missing path
+    passes, for np.load to name it."""
+    if hasattr(path, "seek"):
+        where = path.tell()
+        try:
+            return zipfile.is_zipfile(path)
+        finally:
+            path.seek(where)
+    return not Path(path).is_file() or zipfile.is_zipfile(path)

@@ -29,6 +29,7 @@ from bnnx.methods.base import scheduled_values
 from bnnx.summary import run_precision
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.compile_clock import compile_seconds
+from bnnx.train.diagnose import chance_warning, check_first_batch, recorded_warnings, warn
 from bnnx.train.experiment import Experiment, build_experiment
 from bnnx.train.loggers import build_observers
 from bnnx.train.progress import Progress
@@ -111,6 +112,7 @@ class _Member:
     rows: list = dataclasses.field(default_factory=list)
     position: dict = dataclasses.field(default_factory=dict)
     status: str = "completed"
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def config(self) -> TrainConfig:
@@ -158,6 +160,10 @@ class Trainer:
             member.record.write_config(member.config)
             if member.config.resume:  # the record of the epochs resumed, without rows or lines past them
                 member.record.write_rows(member.rows)
+        if not self.config.resume and (message := check_first_batch(self.members[0].exp, states[0])):
+            for member in self.members:  # the runs share their model: one line for all
+                member.warnings.append(message)
+            warn(message)
         state = self.program.stack(states)
         try:
             with _catch_interrupts() as interrupt, Progress(self.config.epochs, self.members[0].exp.steps_per_epoch,
@@ -176,6 +182,7 @@ class Trainer:
         if member.config.resume:
             state, member.position = member.checkpoints.restore(state)
             member.rows = member.record.rows_before(member.position["epoch"])
+            member.warnings = recorded_warnings(member.run_dir)
             return state
         member.position = {"epoch": 0, "batch": 0, "sums": zero_sums(), "wall_time_s": 0.0}
         return member.exp.recipe.prepare(state)
@@ -251,6 +258,9 @@ class Trainer:
             observer.row((epoch + 1) * member.exp.steps_per_epoch, row)
         if member is self._active()[0]:
             bar.end_epoch(row)
+        if message := chance_warning(member.rows, member.config.epochs, member.exp.dataset.num_classes,
+                                     member.warnings):
+            member.warnings.append(warn(message))
         member.position = {**member.position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
         if (epoch + 1) % member.config.checkpoint_every == 0 or epoch + 1 == member.config.epochs:
             member.checkpoints.save(state, member.position)
@@ -279,7 +289,8 @@ class Trainer:
         config = member.config
         summary = run_summary(config, member.rows, status=member.status, wall_time_s=member.position["wall_time_s"],
                               parameters=run_precision(member.exp.layers, config.trained_model, state.params,
-                                                       state.quant), versions=self.versions)
+                                                       state.quant), versions=self.versions,
+                              warnings=list(member.warnings))
         if len(self.members) > 1:  # its times are the group's: K seeds trained in one program
             summary["vmapped_seeds"] = [m.config.seed for m in self.members]
         return summary

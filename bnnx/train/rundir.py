@@ -134,8 +134,10 @@ def resolve_resume(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     """With resume=true, the run's own config.yaml is the base: `bnnx train resume=true out_dir=D`
     needs nothing else, and any other override (`overrides`, which composed `config`) must agree
     with what the run recorded."""
-    if not config.resume or not config.out_dir:
+    if not config.resume:
         return config
+    if not config.out_dir:
+        raise ConfigError("resume=true needs out_dir=DIR, the folder of the run to continue")
     if not (Path(config.out_dir) / "config.yaml").exists():
         return config  # the loop reports that there is nothing to resume
     saved = RunDir(config.out_dir).config()
