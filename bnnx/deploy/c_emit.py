@@ -160,11 +160,17 @@ class Emitter:
 
     @staticmethod
     def broadcast_rank(value: Value, shape) -> Value:
+        """`value` read at `shape`: scalars, and axes of size 1 (lax broadcasts them implicitly)."""
         if value.shape == tuple(shape):
             return value
         if value.const is not None and value.const.size == 1:
             return const_value(value.const.reshape(()), shape)
-        raise ConfigError(f"C export: an operand of shape {value.shape} does not match {tuple(shape)}")
+        if len(value.shape) != len(shape) or any(a not in (1, b) for a, b in zip(value.shape, shape)):
+            raise ConfigError(f"C export: an operand of shape {value.shape} does not match {tuple(shape)}")
+        if value.const is not None:
+            return const_value(value.const, shape)
+        strides = tuple(0 if a != b else s for a, b, s in zip(value.shape, shape, value.strides))
+        return Value(value.dtype, shape, value.storage, strides)
 
     # ---- structural ops: views where possible ------------------------------------------
     def op_broadcast_in_dim(self, eqn, shape):
