@@ -74,3 +74,43 @@ def write_c_export(export_path: Path | str, out_dir: Path | str, inputs: np.ndar
     if inputs is not None:
         write_bytes(out_dir / "input.bin", np.ascontiguousarray(inputs, "<f4").tobytes())
     return facts
+
+
+def test_inputs(dataset_config, count: int = 8) -> np.ndarray:
+    """The first `count` test examples of a data set, normalized as the model takes them."""
+    from bnnx.data import load_dataset
+
+    dataset = load_dataset(dataset_config)
+    images, _, weights = next(iter(dataset.test_batches(count)))
+    return np.asarray(dataset.normalize(images), np.float32)[:int(np.sum(weights))]
+
+
+def export_run_c(config, run_dir: Path | str, out_dir: Path | str) -> dict:
+    """`bnnx export RUN --format c OUT_DIR`: the run's export as a C program in `out_dir`."""
+    import tempfile
+
+    from bnnx.export import export_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path, manifest = export_run(config, run_dir, Path(tmp) / "export.npz")
+        facts = write_c_export(path, out_dir, test_inputs(config.dataset))
+    return {**facts, "manifest": manifest}
+
+
+def cortex_m4_sizes(out_dir: Path | str, compiler: str = "arm-none-eabi-gcc") -> dict[str, int]:
+    """text/data/bss bytes of the export's model and runtime (not main.c) compiled for a
+    Cortex-M4 (`-mcpu=cortex-m4 -mthumb -Os`) into one object, by `arm-none-eabi-size`."""
+    import subprocess
+
+    out_dir = Path(out_dir)
+    obj = out_dir / "bnnx_cortex_m4.o"
+    flags = ["-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-Os",
+             "-ffp-contract=off"]
+    for source in ("bnnx_model.c", "bnnx_runtime.c"):
+        subprocess.run([compiler, *flags, "-c", str(out_dir / source), "-o", str(out_dir / f"{source}.m4.o")],
+                       check=True, capture_output=True, text=True)
+    subprocess.run([compiler.replace("gcc", "ld"), "-r", "-o", str(obj),
+                    *[str(out_dir / f"{s}.m4.o") for s in ("bnnx_model.c", "bnnx_runtime.c")]], check=True)
+    text = subprocess.run([compiler.replace("gcc", "size"), str(obj)], check=True, capture_output=True,
+                          text=True).stdout.splitlines()[1].split()
+    return {"text": int(text[0]), "data": int(text[1]), "bss": int(text[2])}
