@@ -118,11 +118,14 @@ def binarized_vs_fp_case(name: str, compose) -> dict:
 
 
 def run_benchmark(compose, out: str, only: str | None = None) -> dict:
-    from bnnx.packed.bench import run_packed_cases
     from bnnx.bench_seeds import seed_cases
+    from bnnx.packed.bench import run_packed_cases
 
     results = [run_case(case, compose) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
+    from bnnx.bench_c import run_c_cases
+
+    results += run_c_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "cases": results,
               "ratio_cases": [binarized_vs_fp_case(name, compose) for name in BINARIZED_VS_FP
                               if only is None or only in name] + seed_cases(compose, only),

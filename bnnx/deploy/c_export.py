@@ -38,13 +38,14 @@ def c_sources(model, packed, input_shape, num_classes: int) -> tuple[dict[str, s
         "#ifndef BNNX_MODEL_H", "#define BNNX_MODEL_H", "", '#include "bnnx_runtime.h"', "",
         f"#define BNNX_INPUT_H {h}", f"#define BNNX_INPUT_W {w}", f"#define BNNX_INPUT_C {c}",
         f"#define BNNX_INPUT_SIZE {int(np.prod(input_shape))}", f"#define BNNX_NUM_CLASSES {num_classes}",
-        "/* the caller's working memory: BNNX_ARENA_BYTES bytes, at least 8-byte aligned (64 for aligned vectors) */",
+        "/* the caller's working memory: BNNX_ARENA_BYTES bytes, at least 8-byte aligned */",
         f"#define BNNX_ARENA_BYTES {arena}", "",
         "/* logits[BNNX_NUM_CLASSES] of one example input[BNNX_INPUT_SIZE] (H x W x C float32, as the model takes it) */",
         "void bnnx_model_run(const float *input, float *logits, void *arena);", "", "#endif", ""])
     weights = "\n".join(["/* The model's constants (included by bnnx_model.c only). */", "#ifndef BNNX_WEIGHTS_H",
                          "#define BNNX_WEIGHTS_H", "", *emitter.consts, "", "#endif", ""])
-    pointers = [f"  {C_TYPES[_dtype(emitter, name)]} *{name} = ({C_TYPES[_dtype(emitter, name)]} *)(memory + {offset});"
+    ctype = lambda name: C_TYPES[_dtype(emitter, name)]  # noqa: E731
+    pointers = [f"  {ctype(name)} *{name} = ({ctype(name)} *)(memory + {offset});"
                 for name, offset in sorted(offsets.items(), key=lambda kv: int(kv[0][1:]))]
     copy = f"  memcpy(logits, {dense_out.storage}, {num_classes} * sizeof(float));"
     source = "\n".join(['#include "bnnx_model.h"', '#include "bnnx_weights.h"', "",

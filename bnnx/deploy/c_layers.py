@@ -60,7 +60,8 @@ def pool(emitter, eqn, shape, kind: str) -> Value:
     p = eqn.params
     window, strides, pads = p["window_dimensions"], p["window_strides"], p["padding"]
     if (len(x.shape) != 4 or window[0] != 1 or window[3] != 1 or strides[0] != 1 or strides[3] != 1
-            or set(p["base_dilation"]) != {1} or set(p["window_dilation"]) != {1} or (kind == "sum" and x.dtype != "f32")):
+            or set(p["base_dilation"]) != {1} or set(p["window_dilation"]) != {1}
+            or (kind == "sum" and x.dtype != "f32")):
         raise ConfigError(f"C export: op reduce_window_{kind} other than a pool over space is not supported")
     geometry = _geometry(emitter, x.shape[1:3], window[1:3], strides[1:3], pads[1:3], shape[1:3])
     out = emitter.buffer(x.dtype, shape)
@@ -104,6 +105,9 @@ def packed_layer(emitter, eqn, shape) -> Value:
                                 f"{words_for(cin)}, {_ptr(out)});")
     else:
         window, strides, pads = p["conv"]
+        if window[0] * window[1] > 32:
+            raise ConfigError(f"C export: packed conv {p['layer']} has a {window[0]}x{window[1]} window "
+                              "(at most 32 taps)")
         geometry = _geometry(emitter, x.shape[1:3], window, strides, pads, shape[1:3])
         if p["bits"]:
             scratch = emitter.buffer("i32", (shape[2] * window[0] * window[1] * words_for(cin),)).storage

@@ -190,12 +190,15 @@ void bnnx_xnor_conv(const uint32_t *a, int32_t h, int32_t w, int32_t cin, const 
       }
     int32_t *counts = out + (int64_t)oy * wo * n;
     xor_counts(scratch, wo, kernel, nonzero, n, row, counts);
-    for (int32_t ox = 0; ox < wo; ++ox)
+    for (int32_t ox = 0; ox < wo; ++ox) {
+      uint32_t padded = 0; /* taps of this output on the padding (a window has at most 32 taps here) */
+      for (int32_t t = 0; t < taps && t < 32; ++t)
+        if (!tap_inside(geo, h, w, oy, ox, t / kw, t % kw)) padded |= 1u << t;
       for (int32_t j = 0; j < n; ++j) {
         const uint32_t *kj = kernel + (int64_t)j * row, *zj = nonzero ? nonzero + (int64_t)j * row : 0;
         int32_t valid = zj ? ones(zj, row) : taps * cin, count = counts[(int64_t)ox * n + j];
-        for (int32_t t = 0; t < taps; ++t) {
-          if (tap_inside(geo, h, w, oy, ox, t / kw, t % kw)) continue;
+        for (int32_t t = 0; padded && t < taps; ++t) {
+          if (!(padded >> t & 1u)) continue;
           for (int32_t i = 0; i < wc; ++i) {
             uint32_t zi = zj ? zj[t * wc + i] : 0xFFFFFFFFu;
             count -= popcount32(kj[t * wc + i] & zi);
@@ -205,6 +208,7 @@ void bnnx_xnor_conv(const uint32_t *a, int32_t h, int32_t w, int32_t cin, const 
         }
         counts[(int64_t)ox * n + j] = valid - 2 * count;
       }
+    }
   }
 }
 
