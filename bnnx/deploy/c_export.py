@@ -40,7 +40,7 @@ def c_sources(model, packed, input_shape, num_classes: int) -> tuple[dict[str, s
         f"#define BNNX_INPUT_SIZE {int(np.prod(input_shape))}", f"#define BNNX_NUM_CLASSES {num_classes}",
         "/* the caller's working memory: BNNX_ARENA_BYTES bytes, at least 8-byte aligned */",
         f"#define BNNX_ARENA_BYTES {arena}", "",
-        "/* logits[BNNX_NUM_CLASSES] of one example input[BNNX_INPUT_SIZE] (H x W x C float32, as the model takes it) */",
+        "/* logits[BNNX_NUM_CLASSES] of one example input[BNNX_INPUT_SIZE] (H x W x C float32, normalized) */",
         "void bnnx_model_run(const float *input, float *logits, void *arena);", "", "#endif", ""])
     weights = "\n".join(["/* The model's constants (included by bnnx_model.c only). */", "#ifndef BNNX_WEIGHTS_H",
                          "#define BNNX_WEIGHTS_H", "", *emitter.consts, "", "#endif", ""])
