@@ -28,18 +28,27 @@ def _write_c(config, run_dir: Path, out: Optional[Path]) -> str:
             f"build and run it: make -C {out} && {out}/infer {out}/input.bin")
 
 
-WRITERS = {"npz": _write_npz, "c": _write_c}  # --format name → writer(config, run_dir, out) → message
+def _write_qonnx(config, run_dir: Path, out: Optional[Path]) -> str:
+    from bnnx.deploy.qonnx_export import export_run_qonnx
+
+    out = out if out is not None else run_dir / "model.onnx"
+    facts = export_run_qonnx(config, run_dir, out)
+    return f"wrote a QONNX graph to {out}: {facts['nodes']} nodes ({', '.join(facts['ops'])})"
+
+
+WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx}  # --format name → writer(config, run_dir, out) → message
 
 
 @app.command(help="Bit-pack a run's latest checkpoint: binary kernels as sign bits, ternary kernels as two "
                   "bit-planes, everything else float32, in one .npz with a JSON manifest (--format npz), or "
-                  "a dependency-free C99 program of it (--format c: OUT is a folder).")
+                  "a dependency-free C99 program of it (--format c: OUT is a folder), or a QONNX graph "
+                  "(--format qonnx: needs bnnx[qonnx]).")
 @user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds config.yaml and checkpoints/)."),
     dest: Optional[Path] = typer.Argument(None, help="Output (the same as --out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default RUN_DIR/export.npz, "
-                                                           "RUN_DIR/c for --format c)."),
+                                                           "RUN_DIR/c, RUN_DIR/model.onnx)."),
     format: str = typer.Option("npz", "--format", help=f"One of {', '.join(WRITERS)}."),
 ):
     from bnnx.cli.compose import load_run_config

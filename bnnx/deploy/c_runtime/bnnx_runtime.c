@@ -143,10 +143,15 @@ static int32_t ones(const uint32_t *z, int32_t words) {
 
 void bnnx_pack_bits(const uint8_t *bits, int32_t rows, int32_t count, uint32_t *words) {
   int32_t per_row = (count + 31) / 32;
-  memset(words, 0, (size_t)rows * (size_t)per_row * 4u);
-  for (int32_t r = 0; r < rows; ++r)
-    for (int32_t i = 0; i < count; ++i)
-      if (bits[(int64_t)r * count + i]) words[(int64_t)r * per_row + i / 32] |= 1u << (i % 32);
+  for (int32_t r = 0; r < rows; ++r) {
+    const uint8_t *row = bits + (int64_t)r * count;
+    for (int32_t i = 0; i < per_row; ++i) {
+      uint32_t word = 0;
+      int32_t end = count - 32 * i < 32 ? count - 32 * i : 32;
+      for (int32_t j = 0; j < end; ++j) word |= (uint32_t)(row[32 * i + j] != 0) << j;
+      words[(int64_t)r * per_row + i] = word;
+    }
+  }
 }
 
 void bnnx_fold_bits(const int32_t *sums, int32_t rows, int32_t channels, const int32_t *multiplier,
