@@ -8,6 +8,7 @@ medians over repeats inside the compiled program (clock_gettime); JAX's are `med
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnx.packed import kernels
-from bnnx.packed.bench import NHWC, _levels, median_ms
+from bnnx.packed.bench import NHWC, _levels, median_ms, random_variables
 from bnnx.packed.bits import pack_kernel
 
 FLAGS = ["-O3", "-march=native", "-std=c99", "-D_POSIX_C_SOURCE=199309L"]  # one thread: no OpenMP
@@ -160,11 +161,119 @@ def run_c_cases(only: str | None = None) -> list[dict]:
     """The C cases (names start with "c-"), when gcc is on the PATH; none (with a note) otherwise."""
     import shutil
 
-    names = ("c-dense4096-w1a1-b64", "c-conv3x3-256-w1a1-16x16-b64")
-    if only is not None and not any(only in name for name in names):
+    if only is not None and not "c-".startswith(only[:2]) and "c-" not in only:
         return []
     if shutil.which("gcc") is None:
         return [{"case": "c-kernels", "ratio": 0.0, "target": None, "met": None,
                  "note": "gcc is missing (install: sudo apt-get install gcc)"}]
-    with tempfile.TemporaryDirectory() as folder:
-        return [row for row in c_kernel_cases(Path(folder)) if only is None or only in row["case"]]
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        rows = c_kernel_cases(folder) + whole_model_rows(folder)
+        if shutil.which("arm-none-eabi-gcc"):
+            rows += cortex_m4_rows(folder)
+        return [row for row in rows if only is None or only in row["case"]]
+
+
+MODEL_DRIVER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include "bnnx_model.h"
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+static uint64_t arena[(BNNX_ARENA_BYTES + 7) / 8];
+int main(int argc, char **argv) {
+  int batch = atoi(argv[1]), reps = atoi(argv[2]);
+  float *x = malloc(sizeof(float) * BNNX_INPUT_SIZE * batch), logits[BNNX_NUM_CLASSES];
+  double best = 1e30;
+  for (long i = 0; i < (long)BNNX_INPUT_SIZE * batch; ++i) x[i] = (float)((i * 7919) % 2001 - 1000) / 500.0f;
+  for (int r = 0; r <= reps; ++r) {
+    double start = now();
+    for (int b = 0; b < batch; ++b) bnnx_model_run(x + (long)b * BNNX_INPUT_SIZE, logits, arena);
+    double t = now() - start;
+    if (r && t < best) best = t;
+  }
+  printf("%.6f\n", best);
+  return 0;
+}
+"""
+
+
+def _model_export(folder: Path, name: str, options: dict, dataset_shape, num_classes: int = 10):
+    """A random-valued zoo model written as `bnnx export` writes it, and its C program."""
+    from bnnx.deploy.c_export import write_c_export
+    from bnnx.export import export_with_folds, tensor_entries
+    from bnnx.models import ModelConfig, build_model
+
+    config = ModelConfig(name=name, options=options)
+    model = build_model(config, num_classes)
+    x = jnp.zeros((1, *dataset_shape), jnp.float32)
+    variables = random_variables(model, x)
+    fields = dataclasses.asdict(config)
+    info = {"model": {**{k: v for k, v in fields.items() if k != "options"}, **fields["options"]},
+            "num_classes": num_classes, "input_shape": list(dataset_shape)}
+    data, manifest = export_with_folds(tensor_entries(variables, model.policy), info)
+    (folder / f"{name}.npz").write_bytes(data)
+    facts = write_c_export(folder / f"{name}.npz", folder / name)
+    return model, variables, facts
+
+
+def whole_model_rows(folder: Path, repeats: int = 5) -> list[dict]:
+    """BinaryNet (CIFAR-10 shape, full width) batch 1 and 64: the C program (-O3 -march=native)
+    against the JAX packed engine and the float32 model (XLA), all on this CPU in this run."""
+    from bnnx.packed.engine import load, packed_apply
+
+    model, variables, facts = _model_export(folder, "binarynet", {}, (32, 32, 3))
+    out = folder / "binarynet"
+    (out / "model_bench.c").write_text(MODEL_DRIVER)
+    subprocess.run(["gcc", *FLAGS, "-ffp-contract=off", "-o", str(out / "model_bench"), str(out / "model_bench.c"),
+                    str(out / "bnnx_model.c"), str(out / "bnnx_runtime.c")], check=True, capture_output=True, text=True)
+    packed_model, packed, _ = load(folder / "binarynet.npz")
+    rows = []
+    for batch in (1, 64):
+        x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 32, 32, 3)), jnp.float32)
+        float_fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        packed_fn = jax.jit(lambda p, x: packed_apply(packed_model, p, x))
+        ms = median_ms({"float32": lambda: float_fn(variables, x), "packed": lambda: packed_fn(packed, x)}, repeats)
+        run = subprocess.run([str(out / "model_bench"), str(batch), str(repeats)], check=True, capture_output=True,
+                             text=True)
+        c_ms = float(run.stdout)
+        rows.append({"case": f"c-binarynet-cifar10-b{batch}", "batch": batch, "c_ms": round(c_ms, 3),
+                     "float32_ms": round(ms["float32"], 3), "jax_packed_ms": round(ms["packed"], 3),
+                     "ratio": round(ms["float32"] / c_ms, 3), "ratio_vs_jax_packed": round(ms["packed"] / c_ms, 3),
+                     "target": None, "met": None, "arena_bytes": facts["arena_bytes"],
+                     "figure": "float32 time / C time (report only: no target in the issue)"})
+    return rows
+
+
+def cortex_m4_rows(folder: Path) -> list[dict]:
+    """Flash (text + data) and RAM (arena + data + bss) of the C program for a Cortex-M4, next to
+    the float32 model's parameter bytes: the zoo's digits MLP and a BinaryNet on CIFAR-10 shapes."""
+    from bnnx.deploy.c_export import cortex_m4_sizes
+
+    rows = []
+    for name, shape in (("mlp", (8, 8, 1)), ("binarynet", (32, 32, 3))):
+        if not (folder / name / "bnnx_model.c").exists():
+            _model_export(folder, name, {}, shape)
+        sizes = cortex_m4_sizes(folder / name)
+        flash, float_bytes = sizes["text"] + sizes["data"], _float_bytes(folder / f"{name}.npz")
+        rows.append({"case": f"c-cortex-m4-{name}", **sizes, "flash_bytes": flash,
+                     "ram_bytes": _arena(folder / name) + sizes["data"] + sizes["bss"],
+                     "float32_model_bytes": float_bytes, "ratio": round(float_bytes / flash, 3), "target": None,
+                     "met": None, "figure": "float32 model bytes / flash bytes (report only)"})
+    return rows
+
+
+def _arena(out: Path) -> int:
+    text = (out / "bnnx_model.h").read_text()
+    return int(text.split("#define BNNX_ARENA_BYTES ")[1].split()[0])
+
+
+def _float_bytes(export: Path) -> int:
+    from bnnx.export import unpack
+
+    manifest = unpack(export).manifest
+    return int(manifest["bytes"]["float32"])

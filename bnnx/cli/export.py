@@ -36,7 +36,8 @@ def _write_qonnx(config, run_dir: Path, out: Optional[Path]) -> str:
     return f"wrote a QONNX graph to {out}: {facts['nodes']} nodes ({', '.join(facts['ops'])})"
 
 
-WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx}  # --format name → writer(config, run_dir, out) → message
+# --format name → writer(config, run_dir, out) → message
+WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx}
 
 
 @app.command(help="Bit-pack a run's latest checkpoint: binary kernels as sign bits, ternary kernels as two "
