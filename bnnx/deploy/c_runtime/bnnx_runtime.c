@@ -89,23 +89,23 @@ int32_t bnnx_popcount_xor(const uint32_t *a, const uint32_t *w, const uint32_t *
 }
 
 #if defined(BNNX_AVX512)
-/* counts[i*n + j] for rows i, i+1 against rows j..j+3: 8 accumulators share each load. */
-static void counts_2x4(const uint32_t *a, const uint32_t *w, int32_t words, int32_t n, int32_t *counts) {
-  __m512i acc[8];
-  for (int r = 0; r < 8; ++r) acc[r] = _mm512_setzero_si512();
+/* counts[i*n + j] for rows i..i+3 against rows j..j+3: 16 accumulators share each load. */
+static void counts_4x4(const uint32_t *a, const uint32_t *w, int32_t words, int32_t n, int32_t *counts) {
+  __m512i acc[16];
+  for (int r = 0; r < 16; ++r) acc[r] = _mm512_setzero_si512();
   for (int32_t i = 0; i < words; i += 16) {
     __mmask16 keep = words - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (words - i)) - 1u);
-    __m512i a0 = _mm512_maskz_loadu_epi32(keep, a + i), a1 = _mm512_maskz_loadu_epi32(keep, a + words + i);
-    for (int c = 0; c < 4; ++c) {
-      __m512i wc = _mm512_maskz_loadu_epi32(keep, w + (int64_t)c * words + i);
-      acc[c] = _mm512_add_epi64(acc[c], _mm512_popcnt_epi64(_mm512_xor_si512(a0, wc)));
-      acc[4 + c] = _mm512_add_epi64(acc[4 + c], _mm512_popcnt_epi64(_mm512_xor_si512(a1, wc)));
+    __m512i av[4], wv[4];
+    for (int r = 0; r < 4; ++r) {
+      av[r] = _mm512_maskz_loadu_epi32(keep, a + (int64_t)r * words + i);
+      wv[r] = _mm512_maskz_loadu_epi32(keep, w + (int64_t)r * words + i);
     }
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c)
+        acc[4 * r + c] = _mm512_add_epi64(acc[4 * r + c], _mm512_popcnt_epi64(_mm512_xor_si512(av[r], wv[c])));
   }
-  for (int c = 0; c < 4; ++c) {
-    counts[c] = (int32_t)_mm512_reduce_add_epi64(acc[c]);
-    counts[n + c] = (int32_t)_mm512_reduce_add_epi64(acc[4 + c]);
-  }
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 4; ++c) counts[(int64_t)r * n + c] = (int32_t)_mm512_reduce_add_epi64(acc[4 * r + c]);
 }
 #endif
 
@@ -121,8 +121,8 @@ static void xor_counts(const uint32_t *a, int32_t m, const uint32_t *w, const ui
 #endif
     for (int32_t j = 0; j < j0; j += 4) {
       int32_t i = 0;
-      for (; i + 2 <= m; i += 2)
-        counts_2x4(a + (int64_t)i * words, w + (int64_t)j * words, words, n, counts + (int64_t)i * n + j);
+      for (; i + 4 <= m; i += 4)
+        counts_4x4(a + (int64_t)i * words, w + (int64_t)j * words, words, n, counts + (int64_t)i * n + j);
       for (; i < m; ++i)
         for (int c = 0; c < 4; ++c)
           counts[(int64_t)i * n + j + c] = bnnx_popcount_xor(a + (int64_t)i * words, w + (int64_t)(j + c) * words, 0, words);
@@ -164,10 +164,9 @@ void bnnx_fold_bits(const int32_t *sums, int32_t rows, int32_t channels, const i
 void bnnx_xnor_dense(const uint32_t *a, int32_t m, const uint32_t *w, const uint32_t *nonzero, int32_t n,
                      int32_t words, int32_t k, int32_t *out) {
   xor_counts(a, m, w, nonzero, n, words, out);
-  for (int32_t j = 0; j < n; ++j) {
-    int32_t valid = nonzero ? ones(nonzero + (int64_t)j * words, words) : k;
-    for (int32_t i = 0; i < m; ++i) out[(int64_t)i * n + j] = valid - 2 * out[(int64_t)i * n + j];
-  }
+  for (int32_t i = 0; i < m; ++i)
+    for (int32_t j = 0; j < n; ++j)
+      out[(int64_t)i * n + j] = (nonzero ? ones(nonzero + (int64_t)j * words, words) : k) - 2 * out[(int64_t)i * n + j];
 }
 
 /* a tap (ky, kx) of output (oy, ox) falls on the input, or on the zero padding */
