@@ -117,10 +117,10 @@ class Emitter:
             return self.broadcast(operands[0], eqn.params, shape)
         if eqn.primitive.name in BINARY or eqn.primitive.name in UNARY or eqn.primitive.name in (
                 "clamp", "select_n", "convert_element_type", "rsqrt", "sqrt", "integer_pow", "exp", "log"):
-            common = np.broadcast_shapes(*[v.const.shape for v in operands])
+            common = np.broadcast_shapes(*[np.asarray(v.const).shape for v in operands])
             ins = [jnp.broadcast_to(jnp.asarray(v.const), common) for v in operands]
         else:
-            ins = [jnp.asarray(np.broadcast_to(v.const, v.shape)) for v in operands]
+            ins = [jnp.asarray(np.broadcast_to(np.asarray(v.const), v.shape)) for v in operands]
         return const_value(np.asarray(eqn.primitive.bind(*ins, **eqn.params)), shape)
 
     def broadcast(self, value: Value, params, shape) -> Value:

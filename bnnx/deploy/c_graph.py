@@ -12,9 +12,11 @@ scales) stays as JAX's own primitives, which `bnnx.deploy.c_emit` writes as C lo
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.core import ShapedArray  # pyright: ignore[reportPrivateImportUsage]
 from jax.extend.core import Primitive
 
 from bnnx.errors import ConfigError
@@ -30,9 +32,9 @@ def _primitive(name: str, abstract):
     return primitive
 
 
-SIGN = _primitive("bnnx_c_sign", lambda x: jax.core.ShapedArray(x.shape, jnp.bool_))
-FOLD = _primitive("bnnx_c_fold", lambda y, consumer: jax.core.ShapedArray(y.shape, jnp.bool_))
-PACKED = _primitive("bnnx_c_packed", lambda x, layer, shape, bits, conv: jax.core.ShapedArray(
+SIGN = _primitive("bnnx_c_sign", lambda x: ShapedArray(x.shape, jnp.bool_))
+FOLD = _primitive("bnnx_c_fold", lambda y, consumer: ShapedArray(y.shape, jnp.bool_))
+PACKED = _primitive("bnnx_c_packed", lambda x, layer, shape, bits, conv: ShapedArray(
     shape, jnp.int32 if bits else jnp.float32))
 
 
@@ -42,11 +44,12 @@ class _Tracer(_Engine):
     def __call__(self, next_fun, args, kwargs, context):
         module = context.module
         path = "/".join(module.scope.path) if context.method_name == "__call__" else None
-        layer = self.packed.layers.get(path)
-        if layer is None or not self._packs(module):
+        layer = self.packed.layers.get(path) if path is not None else None
+        if path is None or layer is None or not self._packs(module):
             return next_fun(*args, **kwargs)
         geometry, call = self._geometry(module, path), self._call(path)
-        bits = takes_bits(geometry, path, layer)
+        policy: Any
+        bits, policy = takes_bits(geometry, path, layer), geometry.policy
         if call in self.links:
             link = self.links[call]
             y = self.sums[link.producer]
@@ -57,8 +60,8 @@ class _Tracer(_Engine):
                 x = op(x)
         elif bits:
             x = SIGN.bind(args[0])
-        elif layer.binary_inputs and geometry.policy.quantizes_inputs(geometry.role, path):
-            raise ConfigError(f"C export: layer {path} has a {type(geometry.policy.input_quantizer).__name__} "
+        elif layer.binary_inputs and policy.quantizes_inputs(geometry.role, path):
+            raise ConfigError(f"C export: layer {path} has a {type(policy.input_quantizer).__name__} "
                               "input quantizer; only two-level (sign) inputs or real inputs are supported")
         else:
             x = args[0]

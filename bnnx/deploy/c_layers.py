@@ -92,6 +92,7 @@ def packed_layer(emitter, eqn, shape) -> Value:
     nonzero = words.get("nonzero", "0")
     cin, n = layer.kernel_shape[-2], layer.kernel_shape[-1]
     out = emitter.buffer("i32" if p["bits"] else "f32", shape)
+    a = ""  # the input's packed words
     if p["bits"]:
         a = emitter.buffer("i32", (x.size // cin * words_for(cin),)).storage
         emitter.body.append(f"  bnnx_pack_bits({_ptr(x)}, {x.size // cin}, {cin}, (uint32_t *){a});")

@@ -46,7 +46,7 @@ class OnnxEmitter(Emitter):
                                            **attributes))
         return out
 
-    def initializer(self, array: np.ndarray) -> str:
+    def initializer(self, array) -> str:
         name = f"const_{len(self.initializers)}"
         self.initializers[name] = np.asarray(array)
         return name
