@@ -157,11 +157,15 @@ def c_kernel_cases(folder: Path, repeats: int = 9) -> list[dict]:
     return rows
 
 
+CASE_NAMES = ("c-dense4096-w1a1-b64", "c-conv3x3-256-w1a1-16x16-b64", "c-binarynet-cifar10-b1",
+              "c-binarynet-cifar10-b64", "c-cortex-m4-mlp", "c-cortex-m4-binarynet")
+
+
 def run_c_cases(only: str | None = None) -> list[dict]:
     """The C cases (names start with "c-"), when gcc is on the PATH; none (with a note) otherwise."""
     import shutil
 
-    if only is not None and not "c-".startswith(only[:2]) and "c-" not in only:
+    if only is not None and not any(only in name for name in CASE_NAMES):
         return []
     if shutil.which("gcc") is None:
         return [{"case": "c-kernels", "ratio": 0.0, "target": None, "met": None,
