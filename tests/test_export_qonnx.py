@@ -56,3 +56,20 @@ def test_qonnx_executor_gives_the_packed_engines_logits(case, tmp_path):
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(run_cli, tmp_path):
     code, text = run_cli("export", str(tmp_path), "--format", "tflite")
     assert code == 2 and text.strip() == "error: unknown format 'tflite'; valid options: c, npz, qonnx"
+
+
+def test_cli_exports_a_trained_run_that_qonnx_runs(compose, digits, run_cli, tmp_path):
+    from bnnx.train.loop import train
+
+    run_dir = tmp_path / "run"
+    config = compose("model=mlp", "model.hidden=[32,32]", "epochs=1", "batch_size=64", f"out_dir={run_dir}")
+    assert train(config, dataset=digits).status == "completed"
+    code, text = run_cli("export", str(run_dir), "--format", "qonnx", str(tmp_path / "model.onnx"))
+    assert code == 0 and "BipolarQuant" in text, text
+    code, text = run_cli("export", str(run_dir), "--out", str(tmp_path / "model.npz"))
+    assert code == 0, text
+    x = np.asarray(digits.normalize(digits.test_images[:4]), np.float32)
+    wrapper = ModelWrapper(str(tmp_path / "model.onnx"))
+    got = np.concatenate([execute_onnx(wrapper, {"input": x[i:i + 1]})["logits"] for i in range(len(x))])
+    model, packed, _ = load(tmp_path / "model.npz")
+    np.testing.assert_allclose(got, np.asarray(packed_apply(model, packed, jnp.asarray(x))), rtol=1e-5, atol=1e-5)
