@@ -7,7 +7,7 @@ ARGS   ?=
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-data train lint test bench clean repro-bnew repro-rpr repro-ppt repro-ilb repro-signs repro-all
+.PHONY: help install test-data c-compilers train lint test bench clean repro-bnew repro-rpr repro-ppt repro-ilb repro-signs repro-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -26,11 +26,14 @@ train: install ## Quick default training (STE, MLP, embedded digits); ARGS="key=
 test-data: ## Install the Debian data set the tests read (dataset-fashion-mnist) when missing
 	@sh .ci/test-data
 
+c-compilers: ## Install gcc and gcc-arm-none-eabi (the C export's tests) when missing
+	@sh .ci/c-compilers
+
 lint: install ## ruff (pyflakes, isort, line length 120) over bnnx and tests, pyright (basic) over bnnx
 	$(BIN)/ruff check bnnx tests
 	$(BIN)/pyright
 
-test: install test-data lint ## Lint, then run the test suite
+test: install test-data c-compilers lint ## Lint, then run the test suite
 	$(BIN)/python -m pytest -q $(ARGS)
 
 clean: ## Remove the virtual environment and caches

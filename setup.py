@@ -2,7 +2,8 @@
 so an installed bnnx (not only a checkout) finds its configs and paper tables. The folders stay
 at the top level of the repository, where users edit and run them (`bnnx sweep sweeps/...`).
 Each of their subfolders (conf/method, ...) is listed as a data package of its own, so setuptools
-neither skips nor warns about it. The embedded digits (bnnx/data/digits.npz) ship as package data."""
+neither skips nor warns about it. The embedded digits (bnnx/data/digits.npz) and the C export's runtime
+(bnnx/deploy/c_runtime) ship as package data."""
 
 import os
 
@@ -25,4 +26,4 @@ DATA_PACKAGES = data_packages()
 
 setup(packages=find_packages(include=["bnnx", "bnnx.*"]) + list(DATA_PACKAGES),
       package_dir=DATA_PACKAGES,
-      package_data={"bnnx.data": ["*.npz"], **{name: ["*.yaml"] for name in DATA_PACKAGES}})
+      package_data={"bnnx.data": ["*.npz"], "bnnx.deploy": ["c_runtime/*"], **{name: ["*.yaml"] for name in DATA_PACKAGES}})

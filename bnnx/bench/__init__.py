@@ -16,6 +16,7 @@ def run_benchmark(out: str, only: str | None = None) -> dict:
     one row per `bnnx.bench.common.Result` (case, measured, unit, target, direction, met, figures)."""""
     import jax
 
+    from bnnx.bench.c import run_c_cases
     from bnnx.bench.packed import run_packed_cases
     from bnnx.bench.seeds import seed_cases
     from bnnx.bench.train_step import BINARIZED_VS_FP, CASES, binarized_vs_fp_case, run_case
@@ -24,6 +25,7 @@ def run_benchmark(out: str, only: str | None = None) -> dict:
 
     results = [run_case(case) for case in CASES if only is None or only in case.name]
     results += run_packed_cases(only)
+    results += run_c_cases(only)
     results += [binarized_vs_fp_case(name) for name in BINARIZED_VS_FP if only is None or only in name]
     results += seed_cases(only)
     report = {"versions": versions(), "backend": jax.default_backend(), "results": [r.row() for r in results],

@@ -1,4 +1,4 @@
-"""`bnnx export`: bit-pack a trained run into one .npz with a JSON manifest."""
+"""`bnnx export`: bit-pack a trained run into one .npz with a JSON manifest, or write it as C99."""
 
 from __future__ import annotations
 
@@ -12,17 +12,52 @@ from bnnx.cli.common import user_errors
 commands = typer.Typer()  # this module's commands; bnnx.cli adds them to the `bnnx` app
 
 
+def _write_npz(config, run_dir: Path, out: Optional[Path]) -> str:
+    from bnnx.export import export_run
+
+    path, manifest = export_run(config, run_dir, out)
+    sizes = manifest["bytes"]
+    return (f"exported {len(manifest['tensors'])} tensors to {path}: {sizes['stored'] / 1024:,.2f} KiB "
+            f"(float32: {sizes['float32'] / 1024:,.2f} KiB)")
+
+
+def _write_c(config, run_dir: Path, out: Optional[Path]) -> str:
+    from bnnx.deploy.c_export import export_run_c
+
+    out = out if out is not None else run_dir / "c"
+    facts = export_run_c(config, run_dir, out)
+    return (f"wrote a C99 program to {out} (arena {facts['arena_bytes']:,} bytes); "
+            f"build and run it: make -C {out} && {out}/infer {out}/input.bin")
+
+
+def _write_qonnx(config, run_dir: Path, out: Optional[Path]) -> str:
+    from bnnx.deploy.qonnx_export import export_run_qonnx
+
+    out = out if out is not None else run_dir / "model.onnx"
+    facts = export_run_qonnx(config, run_dir, out)
+    return f"wrote a QONNX graph to {out}: {facts['nodes']} nodes ({', '.join(facts['ops'])})"
+
+
+# --format name → writer(config, run_dir, out) → message
+WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx}
+
+
 @commands.command(help="Bit-pack a run's latest checkpoint: binary kernels as sign bits, ternary kernels as two "
-                  "bit-planes, everything else float32, in one .npz with a JSON manifest.")
+                  "bit-planes, everything else float32, in one .npz with a JSON manifest (--format npz), or "
+                  "a dependency-free C99 program of it (--format c: OUT is a folder), or a QONNX graph "
+                  "(--format qonnx: needs bnnx[qonnx]).")
 @user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds config.yaml and checkpoints/)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default RUN_DIR/export.npz)."),
+    dest: Optional[Path] = typer.Argument(None, help="Output (the same as --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default RUN_DIR/export.npz, "
+                                                           "RUN_DIR/c, RUN_DIR/model.onnx)."),
+    format: str = typer.Option("npz", "--format", help=f"One of {', '.join(WRITERS)}."),
 ):
-    from bnnx.export import export_run
     from bnnx.train.rundir import RunDir
+    from bnnx.errors import check, unknown_choice
 
-    path, manifest = export_run(RunDir(run_dir).config(), run_dir, out)
-    sizes = manifest["bytes"]
-    typer.echo(f"exported {len(manifest['tensors'])} tensors to {path}: {sizes['stored'] / 1024:,.2f} KiB "
-               f"(float32: {sizes['float32'] / 1024:,.2f} KiB)")
+    if format not in WRITERS:
+        raise unknown_choice("format", format, WRITERS)
+    check(dest is None or out is None or dest == out, f"give the output once: {dest} and --out {out}")
+    typer.echo(WRITERS[format](RunDir(run_dir).config(), run_dir, dest if dest is not None else out))
