@@ -221,6 +221,7 @@ class _Interceptor:
         kind = layer_kind(module) if context.method_name == "__call__" else None
         if kind is None or isinstance(module.promote_dtype, _QuantizingPromote):
             return next_fun(*args, **kwargs)
+        assert module.scope is not None  # an intercepted call runs inside a bound module
         path = tuple(module.scope.path)
         role, policy = self.plan.get("/".join(path), ("hidden", None))
         active = policy if policy is not None else QuantPolicy(kernel_quantizer=Identity(), input_quantizer=Identity())

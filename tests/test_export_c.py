@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import bnnx.packed.engine as engine
+from bnnx.bench.packed import random_variables
 from bnnx.deploy.c_export import cortex_m4_sizes, write_c_export
 from bnnx.export import tensor_entries, write_export
 from bnnx.models import ModelConfig, build_model
-from bnnx.bench.packed import random_variables
 
 CASES = {  # tiny variants of every family the C export supports: (model config, input shape)
     "mlp": (ModelConfig(name="mlp", options={"hidden": (40, 33, 16)}), (8, 8, 1)),

@@ -13,10 +13,10 @@ import pytest
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 
+from bnnx.bench.packed import random_variables
 from bnnx.deploy.qonnx_export import QONNX_DOMAIN, write_qonnx
 from bnnx.export import tensor_entries, write_export
 from bnnx.models import ModelConfig, build_model
-from bnnx.bench.packed import random_variables
 from bnnx.packed.engine import load, packed_apply
 
 CASES = {

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_one_line_error, snapshot
 
 from bnnx.errors import BnnxError
 from bnnx.io import read_json, read_jsonl
 from bnnx.lock import FolderBusyError, FolderLock, is_locked
+from test_bad_input import assert_one_line_error, snapshot
 
 BNNX = [sys.executable, "-m", "bnnx.cli.__main__"]
 RUN = ["epochs=4", "batch_size=8", "model.hidden=[16]", "--quiet"]

@@ -15,9 +15,9 @@ from bnnx.layers import flat
 from bnnx.methods.base import scheduled_values
 from bnnx.models import build_model
 from bnnx.sweeps.timing import speedup, speedup_stats
-from bnnx.train.plateau import epochs_to_target, seconds_to_target
 from bnnx.train.experiment import build_experiment
 from bnnx.train.loop import train
+from bnnx.train.plateau import epochs_to_target, seconds_to_target
 from bnnx.train.step import evaluate
 
 STEPS = 21  # digits: 1,347 training images, batch 64

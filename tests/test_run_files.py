@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_bad_input import assert_one_line_error, snapshot
-from test_report import fake_sweep
 
 from bnnx.io import read_jsonl
+from test_bad_input import assert_one_line_error, snapshot
+from test_report import fake_sweep
 
 UNWRITABLE = Path("/sys/bnnx-out")  # sysfs refuses new files, even to root (chmod would not stop root)
 

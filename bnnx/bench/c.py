@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnx.bench.common import Result
-
-from bnnx.packed import kernels
 from bnnx.bench.packed import NHWC, _levels, median_ms, random_variables
+from bnnx.packed import kernels
 from bnnx.packed.bits import pack_kernel
 
 FLAGS = ["-O3", "-march=native", "-std=c99", "-D_POSIX_C_SOURCE=199309L"]  # one thread: no OpenMP

@@ -43,7 +43,7 @@ def overhead_case(jobs: int) -> Result:
         overheads, seen = [], set()
         for index in sorted(outcomes):
             outcome = outcomes[index]
-            summary = read_json(Path(configs[index].out_dir) / "summary.json")
+            summary = read_json(Path(str(configs[index].out_dir)) / "summary.json")
             if outcome["worker"] in seen:  # the first run of each worker pays its imports and compiles
                 overheads.append(outcome["seconds"] - summary["train_time_s"])
             seen.add(outcome["worker"])

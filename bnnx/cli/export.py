@@ -54,8 +54,8 @@ def export(
                                                            "RUN_DIR/c, RUN_DIR/model.onnx)."),
     format: str = typer.Option("npz", "--format", help=f"One of {', '.join(WRITERS)}."),
 ):
-    from bnnx.train.rundir import RunDir
     from bnnx.errors import check, unknown_choice
+    from bnnx.train.rundir import RunDir
 
     if format not in WRITERS:
         raise unknown_choice("format", format, WRITERS)

@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bnnx.config.compose import PER_RUN_KEYS, compose_config, config_yaml
-    from bnnx.config.config import (AnalysisConfig, DistillConfig, LoggerConfig, TrainConfig, config_from_dict,
-                                    config_to_dict, flat_dict, method_from_dict, model_from_dict)
+    from bnnx.config.config import (
+        AnalysisConfig,
+        DistillConfig,
+        LoggerConfig,
+        TrainConfig,
+        config_from_dict,
+        config_to_dict,
+        flat_dict,
+        method_from_dict,
+        model_from_dict,
+    )
 
 __all__ = ["PER_RUN_KEYS", "AnalysisConfig", "DistillConfig", "LoggerConfig", "TrainConfig", "compose_config",
            "config_from_dict", "config_to_dict", "config_yaml", "flat_dict", "method_from_dict", "model_from_dict"]

@@ -7,7 +7,6 @@ and notebooks call it with the overrides `bnnx train` takes, e.g.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, cast
 
 from bnnx.errors import ConfigError

@@ -6,8 +6,17 @@
 """
 
 from bnnx.callable_module import make_callable
-from bnnx.export.format import (FORMAT, MANIFEST_KEY, PACKED_ENCODINGS, Exported, export_bytes, exported,
-                                tensor_entries, unpack, write_export)
+from bnnx.export.format import (
+                                FORMAT,
+                                MANIFEST_KEY,
+                                PACKED_ENCODINGS,
+                                Exported,
+                                export_bytes,
+                                exported,
+                                tensor_entries,
+                                unpack,
+                                write_export,
+)
 from bnnx.export.writer import export_run, export_with_folds
 
 make_callable(__name__, "bnnx.export.writer:export_run")

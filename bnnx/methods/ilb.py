@@ -55,7 +55,7 @@ import numpy as np
 import optax
 
 from bnnx.config.schema import setting
-from bnnx.errors import check
+from bnnx.errors import ConfigError, check
 from bnnx.io import read_json, write_json
 from bnnx.layers import flat
 from bnnx.methods.base import MethodConfig, MethodContext, Recipe, adam, by_label, make_inner, round_half_up

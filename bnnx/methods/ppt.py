@@ -27,8 +27,15 @@ import optax
 
 from bnnx.config.schema import setting
 from bnnx.layers import flat
-from bnnx.methods.base import (MethodConfig, MethodContext, Recipe, fill_masks, make_inner, round_half_up,
-                              scheduled_values)
+from bnnx.methods.base import (
+    MethodConfig,
+    MethodContext,
+    Recipe,
+    fill_masks,
+    make_inner,
+    round_half_up,
+    scheduled_values,
+)
 
 
 def binary_fraction(quant) -> float:

@@ -18,6 +18,11 @@ from bnnx.errors import CheckpointError
 from bnnx.train.checkpoint import Checkpoints
 from bnnx.train.rundir import RunDir
 
+if TYPE_CHECKING:
+    import flax.linen as nn
+
+    from bnnx.config import TrainConfig
+
 
 @dataclasses.dataclass
 class TrainedRun:
