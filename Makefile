@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PRESET ?= cpu
 ARGS   ?=
+TEST_JOBS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -33,8 +34,8 @@ lint: install ## ruff (pyflakes, isort, line length 120) over bnnx and tests, py
 	$(BIN)/ruff check bnnx tests
 	$(BIN)/pyright
 
-test: install test-data c-compilers lint ## Lint, then run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+test: install test-data c-compilers lint ## Lint, then run the test suite (TEST_JOBS=2 processes, one file each)
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache
