@@ -63,7 +63,7 @@ def user_errors(command):
 def _register_commands() -> None:
     from bnnx.cli import train  # noqa: F401  (each module adds its commands to `app`)
 
-    for name in ("data", "summary", "sweep", "analyze", "export", "eval", "bench", "imports"):
+    for name in ("data", "summary", "sweep", "analyze", "export", "eval", "bench", "imports", "predict"):
         try:
             __import__(f"bnnx.cli.{name}")
         except ModuleNotFoundError as error:

@@ -1,6 +1,6 @@
 """A flax model generated from an imported larq/Keras architecture: a list of nodes run in order.
 
-`bnnx import larq` writes the node list (`graph`) into the run's config (model=external, target
+`bnnx import larq` writes the node list (`graph`, as JSON) into the run's config (model=external, target
 `bnnx.interop.keras_graph:KerasGraph`), so the run is self-contained: eval, predict, export and
 `method.init_from` rebuild the model from config.yaml alone.
 
@@ -15,6 +15,7 @@ average pooling that excludes padding, as TF does."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -58,15 +59,20 @@ def same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
 class KerasGraph(nn.Module):
     num_classes: int
     policy: QuantPolicy = QuantPolicy()
-    graph: tuple[dict, ...] = ()
+    graph: str = "[]"  # the node list as JSON (a module attribute must hash: jit takes the module as static)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
+        nodes = json.loads(self.graph)
         values: dict[str, Any] = {INPUT: x}
-        for node in self.graph:
-            inputs = [values[name] for name in node["inputs"]]
-            values[node["name"]] = self._node(dict(node), inputs, train)
-        return values[self.graph[-1]["name"]]
+        for node in nodes:
+            values[node["name"]] = self._node(node, [values[name] for name in node["inputs"]], train)
+        return values[nodes[-1]["name"]]
+
+    def policy_of(self, path: tuple[str, ...]) -> QuantPolicy:
+        """The policy of the layer at `path` (the export packs each kernel with its own quantizer)."""
+        node = next((n for n in json.loads(self.graph) if n["name"] == path[-1]), {})
+        return layer_policy(node, self.policy)
 
     def _node(self, node: dict, inputs: list, train: bool):
         op, x = node["op"], inputs[0]

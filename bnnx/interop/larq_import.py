@@ -257,3 +257,32 @@ def _input_shape(config: dict) -> tuple[int, ...] | None:
     if any(side is None for side in shape[1:]):
         raise ConfigError(f"the model's input shape {shape[1:]} is not fixed; save it with a fixed input shape")
     return tuple(int(side) for side in shape[1:])
+
+
+TARGET = "bnnx.interop.keras_graph:KerasGraph"
+
+
+def choose_dataset(shape: tuple[int, ...], classes: int, name: str | None = None) -> tuple[str, int | None]:
+    """(data set, ImageNet image size or None) whose inputs and classes fit the model's: `name` if
+    given, else the first that fits (digits, mnist, fashion_mnist, cifar10, cifar100, imagenet2012)."""
+    from bnnx.data import DATASET_SHAPES
+
+    fits = [d for d, (s, c) in DATASET_SHAPES.items() if c == classes and
+            (list(s) == list(shape) or (None in s and len(shape) == 3 and shape[0] == shape[1] and shape[2] == s[2]))]
+    if name is not None and name not in DATASET_SHAPES:
+        raise ConfigError(f"unknown data set '{name}'; valid options: {', '.join(DATASET_SHAPES)}")
+    if not fits or (name is not None and name not in fits):
+        raise ConfigError(f"the model takes {'x'.join(map(str, shape))} inputs with {classes} classes; "
+                          f"{'no bnnx data set' if name is None else name} fits"
+                          f"{' (fitting: ' + ', '.join(fits) + ')' if fits else ''}")
+    chosen = name or fits[0]
+    return chosen, (shape[0] if None in DATASET_SHAPES[chosen][0] else None)
+
+
+def output_classes(graph: list[dict], variables: dict) -> int:
+    """The logits' width: the last weight layer's or BN's features."""
+    for node in reversed(graph):
+        layer = variables["params"].get(node["name"]) or variables["batch_stats"].get(node["name"])
+        if layer:
+            return int(next(iter(layer.values())).shape[-1])
+    raise ConfigError("the model has no weight layer")
