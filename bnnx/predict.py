@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -55,7 +56,8 @@ def predict(path: Path | str, inputs: np.ndarray) -> np.ndarray:
         dataset = shape_only(config.dataset)
         check_shape(inputs, dataset.input_shape, path)
         run = restore_trained(path, dataset, config)
-        apply = jax.jit(lambda variables, x: run.model.apply(variables, x, train=False))
+        model: Any = run.model
+        apply = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
         return _batched(lambda x: apply(run.variables, x), inputs)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")

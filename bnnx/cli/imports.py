@@ -71,11 +71,12 @@ def larq(
     from bnnx.models import ModelConfig
     from bnnx.train.imported import write_imported_run
 
-    graph, variables, shape, _ = import_model(read_keras_file(model_file))
+    graph, variables, shape = import_model(read_keras_file(model_file))
     name, image_size = choose_dataset(shape, output_classes(graph, variables), dataset)
     overrides = ["method=ste", f"dataset={name}", f"out_dir={out_dir}"]
     config = compose_config(overrides + ([f"dataset.image_size={image_size}"] if image_size else []))
-    config = dataclasses.replace(config, model=ModelConfig(name="external", target=TARGET, options={"graph": json.dumps(graph)}))
+    model = ModelConfig(name="external", target=TARGET, options={"graph": json.dumps(graph)})
+    config = dataclasses.replace(config, model=model)
     digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
     run_dir = write_imported_run(config, variables, {"framework": "larq", "file": model_file.name, "sha256": digest,
                                                      "layers": len(graph)})

@@ -80,7 +80,8 @@ def _tracked_names(config: dict) -> list[tuple[str, str]]:
         base = _snake_case(layer["class_name"])
         index = counts.get(base, 0)
         counts[base] = index + 1
-        out.append(((layer.get("config") or {}).get("name") or layer.get("name"), base if index == 0 else f"{base}_{index}"))
+        name = (layer.get("config") or {}).get("name") or layer.get("name")
+        out.append((name, base if index == 0 else f"{base}_{index}"))
     return out
 
 

@@ -88,7 +88,7 @@ def _activation(value, where: str) -> str:
 
 def _check_conv(config: dict, where: str) -> None:
     if config.get("data_format", "channels_last") != "channels_last":
-        raise ConfigError(f"{where}: data_format={config['data_format']} is not supported; bnnx is channels_last (NHWC)")
+        raise ConfigError(f"{where}: data_format={config['data_format']} is not supported; bnnx is NHWC")
     if _pair(config.get("dilation_rate", 1)) != [1, 1]:
         raise ConfigError(f"{where}: dilated convolutions are not supported")
     if int(config.get("groups", 1)) != 1:
@@ -166,8 +166,8 @@ def _weight_layer(class_name: str, config: dict, weights: list[np.ndarray], wher
     return node, params, {}
 
 
-def import_model(keras: KerasFile) -> tuple[list[dict], dict, tuple[int, ...], list[str]]:
-    """(graph, variables {"params", "batch_stats"}, input shape without batch, notes)."""
+def import_model(keras: KerasFile) -> tuple[list[dict], dict, tuple[int, ...]]:
+    """(graph, variables {"params", "batch_stats"}, input shape without batch)."""
     kind, config = keras.config.get("class_name"), keras.config.get("config") or {}
     if kind not in ("Sequential", "Functional", "Model"):
         raise ConfigError(f"cannot import a Keras {kind!r}; expected a Sequential or functional Model")
@@ -178,7 +178,7 @@ def import_model(keras: KerasFile) -> tuple[list[dict], dict, tuple[int, ...], l
     graph, params, stats, shape = [], {}, {}, None
     for layer in layers:
         class_name, layer_config = layer["class_name"], layer.get("config") or {}
-        name = layer_config.get("name") or layer.get("name")
+        name = str(layer_config.get("name") or layer.get("name"))
         where = f"layer {name} ({class_name})"
         inputs = [aliases.get(i, i) for i in _inbound(layer, where)]
         shape = shape or _input_shape(layer_config)
@@ -196,7 +196,7 @@ def import_model(keras: KerasFile) -> tuple[list[dict], dict, tuple[int, ...], l
             stats[name] = layer_stats
     if shape is None:
         raise ConfigError("the model records no input shape; build it with an Input or input_shape before saving")
-    return _finish(graph, keras, aliases, kind, config), {"params": params, "batch_stats": stats}, shape, []
+    return _finish(graph, keras, aliases, kind, config), {"params": params, "batch_stats": stats}, shape
 
 
 def _finish(graph: list[dict], keras: KerasFile, aliases: dict, kind: str, config: dict) -> list[dict]:
