@@ -163,10 +163,14 @@ def test_what_bnnx_cannot_express_is_refused_in_one_line(run_cli, tmp_path, edit
     ("model.pb", b"x", "not a Keras model file"),
     ("model.h5", b"not hdf5", "cannot read"),
     ("model.keras", b"PK not a zip", "cannot read"),
+    ("docs_mnist.h5", "--dataset=digits", "digits does not fit (these do: mnist, fashion_mnist)"),
 ])
-def test_bad_model_files_are_refused_in_one_line(run_cli, tmp_path, name, content, words):
-    if content is not None:
-        (tmp_path / name).write_bytes(content)
-    code, output = run_cli("import", "larq", str(tmp_path / name), str(tmp_path / "run"))
+def test_bad_model_files_and_data_sets_are_refused_in_one_line(run_cli, tmp_path, name, content, words):
+    path, options = tmp_path / name, []
+    if isinstance(content, str):
+        path, options = FIXTURES / name, [content]
+    elif content is not None:
+        path.write_bytes(content)
+    code, output = run_cli("import", "larq", str(path), str(tmp_path / "run"), *options)
     assert code == 2 and output.startswith("error: ") and output.count("\n") == 1 and words in output, output
     assert not (tmp_path / "run").exists()

@@ -273,8 +273,8 @@ def choose_dataset(shape: tuple[int, ...], classes: int, name: str | None = None
         raise ConfigError(f"unknown data set '{name}'; valid options: {', '.join(DATASET_SHAPES)}")
     if not fits or (name is not None and name not in fits):
         raise ConfigError(f"the model takes {'x'.join(map(str, shape))} inputs with {classes} classes; "
-                          f"{'no bnnx data set' if name is None else name} fits"
-                          f"{' (fitting: ' + ', '.join(fits) + ')' if fits else ''}")
+                          f"{'no bnnx data set fits' if name is None else name + ' does not fit'}"
+                          f"{' (these do: ' + ', '.join(fits) + ')' if fits else ''}")
     chosen = name or fits[0]
     return chosen, (shape[0] if None in DATASET_SHAPES[chosen][0] else None)
 
