@@ -1,0 +1,178 @@
+"""`bnnx export RUN --format lce OUT.tflite`: a Larq Compute Engine flatbuffer of a trained run.
+
+The flatbuffer is written directly (`bnnx.export.tflite`), not by LCE's converter, so exporting
+needs neither TensorFlow nor LCE. Each layer maps as LCE's converter maps a larq model:
+
+- a binary layer whose inputs are binarized: `LceQuantize` (sign bits, 1 for a negative value,
+  32 channels to an int32 word) then `LceBconv2d` (a dense layer as a 1×1 conv on a 1×1 map)
+  with float output; its scale and the BatchNorm after it are folded into
+  post_activation_multiplier/bias (out = m·(K − 2·popcount(x xor w)) + b);
+- a real layer: FULLY_CONNECTED / CONV_2D with float weights; a BatchNorm after it: MUL + ADD;
+- hardtanh: RELU_N1_TO_1, left out before a binary layer (sign(hardtanh(x)) = sign(x)); relu:
+  RELU; max-pool: MAX_POOL_2D on floats.
+
+Covered: the zoo's MLP and ConvNet with binary weights and activations (W1A1). Other families
+(BinaryNet-style VGG, ResNets), ternary or weight-only-binary layers are refused in one line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bnnx.errors import ConfigError
+from bnnx.export import tflite
+from bnnx.export.format import Exported, unpack
+from bnnx.packed.bits import pack_rows_np
+
+FAMILIES = ("mlp", "convnet")
+EPSILON = 1e-5  # bnnx.models.common.batch_norm
+
+
+class _Mapper:
+    """Appends a run's layers to a TFLite graph, one bnnx layer at a time."""
+
+    def __init__(self, exported: Exported):
+        self.exported, self.graph = exported, tflite.Graph()
+        self.binary_inputs = set(exported.manifest.get("binary_inputs", []))
+
+    def param(self, layer: str, name: str, collection: str = "params"):
+        value = self.exported.tensors.get(f"{collection}/{layer}/{name}")
+        return None if value is None else np.asarray(value, np.float32)
+
+    def batch_norm_affine(self, name: str):
+        """(g, b) with BN(x) = g·x + b, as flax computes it in eval: (x − mean)·(γ/√(var+ε)) + β."""
+        g = self.param(name, "scale") / np.sqrt(self.param(name, "var", "batch_stats") + np.float32(EPSILON))
+        return g.astype(np.float32), (self.param(name, "bias") - self.param(name, "mean", "batch_stats") * g)
+
+    def is_binary(self, layer: str) -> bool:
+        name = f"params/{layer}/kernel"
+        if name not in self.exported.planes:
+            return False
+        if "nonzero" in self.exported.planes[name] or layer not in self.binary_inputs:
+            raise ConfigError(f"export --format lce: layer {layer} is ternary or has real inputs; "
+                              "LCE runs binary weights with binary activations (W1A1) only")
+        return True
+
+    def reshape(self, x: int, shape) -> int:
+        return self.graph.op(tflite.RESHAPE, [x, self.graph.constant(np.asarray(shape, np.int32))], shape)
+
+    def layer(self, layer: str, batch_norm: str, x: int, conv: bool, padding: str = "SAME") -> int:
+        """The layer `layer` then the BatchNorm `batch_norm` on the float tensor x."""
+        if self.is_binary(layer):
+            return self.binary(layer, batch_norm, x, conv, padding)
+        kernel, bias = self.param(layer, "kernel"), self.param(layer, "bias")
+        shape = self.graph.shape(x)
+        if conv:
+            filters = np.ascontiguousarray(np.moveaxis(kernel, -1, 0))  # (kh, kw, cin, N) → (N, kh, kw, cin)
+            bias = np.zeros(kernel.shape[-1], np.float32) if bias is None else bias
+            out_shape = (*shape[:3], kernel.shape[-1]) if padding == "SAME" else None
+            if out_shape is None:
+                raise ConfigError(f"export --format lce: conv {layer} has padding {padding!r}; SAME is covered")
+            y = self.graph.op(tflite.CONV_2D, [x, self.graph.constant(filters), self.graph.constant(bias)], out_shape,
+                              options={0: ("Int8", tflite.SAME), 1: ("Int32", 1), 2: ("Int32", 1)})
+        else:
+            inputs = [x, self.graph.constant(np.ascontiguousarray(kernel.T))]
+            inputs.append(-1 if bias is None else self.graph.constant(bias))
+            y = self.graph.op(tflite.FULLY_CONNECTED, inputs, (shape[0], kernel.shape[-1]))
+        g, b = self.batch_norm_affine(batch_norm)
+        y = self.graph.op(tflite.MUL, [y, self.graph.constant(g)], self.graph.shape(y))
+        return self.graph.op(tflite.ADD, [y, self.graph.constant(b)], self.graph.shape(y))
+
+    def binary(self, layer: str, batch_norm: str, x: int, conv: bool, padding: str) -> int:
+        levels = self.exported.decoded(f"params/{layer}/kernel")
+        flat = len(self.graph.shape(x)) == 2
+        if flat:
+            x = self.reshape(x, (self.graph.shape(x)[0], 1, 1, self.graph.shape(x)[1]))
+        levels = levels if conv else levels[None, None]
+        cin, n = levels.shape[-2:]
+        filters = pack_rows_np(np.moveaxis(levels, -1, 0) < 0).view(np.int32)  # (N, kh, kw, ⌈cin/32⌉)
+        batch, height, width, _ = self.graph.shape(x)
+        packed = self.graph.op("LceQuantize", [x], (batch, height, width, filters.shape[-1]), np.int32)
+        scale = self.exported.tensors.get(f"params/{layer}/kernel_scale", self.param(layer, "scale"))
+        multiplier = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32).reshape(n)
+        bias = self.param(layer, "bias")
+        g, b = self.batch_norm_affine(batch_norm)
+        post_bias = b if bias is None else bias * g + b
+        if padding not in ("SAME", "VALID"):
+            raise ConfigError(f"export --format lce: conv {layer} has padding {padding!r}; SAME and VALID are covered")
+        kh, kw = levels.shape[:2]
+        out = (batch, height, width, n) if padding == "SAME" else (batch, height - kh + 1, width - kw + 1, n)
+        options = {"channels_in": int(cin), "dilation_height_factor": 1, "dilation_width_factor": 1,
+                   "fused_activation_function": 0, "pad_values": 0, "stride_height": 1, "stride_width": 1,
+                   "padding": tflite.SAME if padding == "SAME" else tflite.VALID}
+        inputs = [packed, self.graph.constant(filters), self.graph.constant((multiplier * g).astype(np.float32)),
+                  self.graph.constant(post_bias.astype(np.float32)), -1]
+        y = self.graph.op("LceBconv2d", inputs, out, options=options)
+        return self.reshape(y, (batch, n)) if flat else y
+
+    def activation(self, name: str, x: int, before_binary: bool) -> int:
+        if name == "identity" or (name == "hardtanh" and before_binary):
+            return x
+        codes = {"hardtanh": tflite.RELU_N1_TO_1, "relu": tflite.RELU}
+        if name not in codes:
+            raise ConfigError(f"export --format lce: activation {name!r} is not covered; "
+                              f"covered: {', '.join(['identity', *codes])}")
+        return self.graph.op(codes[name], [x], self.graph.shape(x))
+
+    def max_pool(self, x: int) -> int:
+        n, h, w, c = self.graph.shape(x)
+        options = {0: ("Int8", tflite.VALID), 1: ("Int32", 2), 2: ("Int32", 2), 3: ("Int32", 2), 4: ("Int32", 2)}
+        return self.graph.op(tflite.MAX_POOL_2D, [x], (n, h // 2, w // 2, c), options=options)
+
+
+def _mlp(mapper: _Mapper, model: dict, x: int) -> int:
+    hidden, act = list(model.get("hidden", (256, 256))), model.get("activation", "hardtanh")
+    x = mapper.reshape(x, (mapper.graph.shape(x)[0], int(np.prod(mapper.graph.shape(x)[1:]))))
+    for i in range(len(hidden)):
+        x = mapper.layer(f"QuantDense_{i}", f"BatchNorm_{i}", x, conv=False)
+        x = mapper.activation(act, x, before_binary=mapper.is_binary(f"QuantDense_{i + 1}"))
+    return mapper.layer(f"QuantDense_{len(hidden)}", f"BatchNorm_{len(hidden)}", x, conv=False)
+
+
+def _convnet(mapper: _Mapper, model: dict, x: int) -> int:
+    widths, act = list(model.get("widths", (16, 32, 32))), model.get("activation", "hardtanh")
+    for i in range(len(widths)):
+        x = mapper.layer(f"QuantConv_{i}", f"BatchNorm_{i}", x, conv=True)
+        following = f"QuantConv_{i + 1}" if i + 1 < len(widths) else "QuantDense_0"
+        # a max-pool commutes with the sign, so hardtanh stays out before a pooled binary layer too
+        x = mapper.activation(act, x, before_binary=mapper.is_binary(following))
+        if i > 0:
+            x = mapper.max_pool(x)
+    shape = mapper.graph.shape(x)
+    x = mapper.reshape(x, (shape[0], int(np.prod(shape[1:]))))
+    return mapper.layer("QuantDense_0", f"BatchNorm_{len(widths)}", x, conv=False)
+
+
+BUILDERS = {"mlp": _mlp, "convnet": _convnet}
+
+
+def lce_bytes(exported: Exported, batch: int = 1) -> bytes:
+    """The TFLite flatbuffer of an export, for inputs of `batch` examples in the run's input layout."""
+    model = exported.manifest["model"]
+    family = model.get("name")
+    if family not in BUILDERS:
+        raise ConfigError(f"export --format lce covers the model families {', '.join(FAMILIES)}; "
+                          f"this run's is {family!r}")
+    mapper = _Mapper(exported)
+    x = mapper.graph.tensor((batch, *exported.manifest["input_shape"]), name="input")
+    mapper.graph.inputs, mapper.graph.outputs = [x], [BUILDERS[family](mapper, model, x)]
+    return tflite.serialize(mapper.graph, description=f"bnnx {family} for Larq Compute Engine")
+
+
+def export_lce(config, run_dir: Path | str, out: Path | str | None = None, batch: int = 1) -> Path:
+    """Write the LCE flatbuffer of the run in `run_dir` (default `<run_dir>/model.tflite`)."""
+    from bnnx.export.writer import export_run
+    from bnnx.io import check_writable, write_bytes
+
+    path = Path(out) if out is not None else Path(run_dir) / "model.tflite"
+    check_writable(path, "--out")
+    if config.model.name not in BUILDERS:  # refuse before the export's work
+        raise ConfigError(f"export --format lce covers the model families {', '.join(FAMILIES)}; "
+                          f"this run's is {config.model.name!r}")
+    with tempfile.TemporaryDirectory() as scratch:
+        exported = unpack(export_run(config, run_dir, Path(scratch) / "export.npz")[0])
+    write_bytes(path, lce_bytes(exported, batch))
+    return path
