@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnnx.errors import ConfigError
+from bnnx.errors import CheckpointError, ConfigError
 from bnnx.export import tflite
 from bnnx.export.format import Exported, unpack
 from bnnx.packed.bits import pack_rows_np
@@ -38,9 +38,16 @@ class _Mapper:
         self.exported, self.graph = exported, tflite.Graph()
         self.binary_inputs = set(exported.manifest.get("binary_inputs", []))
 
-    def param(self, layer: str, name: str, collection: str = "params"):
+    def optional(self, layer: str, name: str, collection: str = "params") -> np.ndarray | None:
         value = self.exported.tensors.get(f"{collection}/{layer}/{name}")
         return None if value is None else np.asarray(value, np.float32)
+
+    def param(self, layer: str, name: str, collection: str = "params") -> np.ndarray:
+        value = self.optional(layer, name, collection)
+        if value is None:
+            raise CheckpointError(f"export --format lce: the run has no {collection}/{layer}/{name}; "
+                                  "is it a run of the model it names?")
+        return value
 
     def batch_norm_affine(self, name: str):
         """(g, b) with BN(x) = g·x + b, as flax computes it in eval: (x − mean)·(γ/√(var+ε)) + β."""
@@ -63,7 +70,7 @@ class _Mapper:
         """The layer `layer` then the BatchNorm `batch_norm` on the float tensor x."""
         if self.is_binary(layer):
             return self.binary(layer, batch_norm, x, conv, padding)
-        kernel, bias = self.param(layer, "kernel"), self.param(layer, "bias")
+        kernel, bias = self.param(layer, "kernel"), self.optional(layer, "bias")
         shape = self.graph.shape(x)
         if conv:
             filters = np.ascontiguousarray(np.moveaxis(kernel, -1, 0))  # (kh, kw, cin, N) → (N, kh, kw, cin)
@@ -91,9 +98,9 @@ class _Mapper:
         filters = pack_rows_np(np.moveaxis(levels, -1, 0) < 0).view(np.int32)  # (N, kh, kw, ⌈cin/32⌉)
         batch, height, width, _ = self.graph.shape(x)
         packed = self.graph.op("LceQuantize", [x], (batch, height, width, filters.shape[-1]), np.int32)
-        scale = self.exported.tensors.get(f"params/{layer}/kernel_scale", self.param(layer, "scale"))
+        scale = self.exported.tensors.get(f"params/{layer}/kernel_scale", self.optional(layer, "scale"))
         multiplier = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32).reshape(n)
-        bias = self.param(layer, "bias")
+        bias = self.optional(layer, "bias")
         g, b = self.batch_norm_affine(batch_norm)
         post_bias = b if bias is None else bias * g + b
         if padding not in ("SAME", "VALID"):

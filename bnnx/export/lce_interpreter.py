@@ -18,14 +18,17 @@ import numpy as np
 
 def interpreter_class():
     """LCE's `Interpreter`, imported without running `larq_compute_engine/__init__.py`."""
-    root = importlib.util.find_spec("larq_compute_engine").submodule_search_locations[0]
+    spec = importlib.util.find_spec("larq_compute_engine")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("error: larq-compute-engine is not installed in this python (make lce-env)")
+    root = spec.submodule_search_locations[0]
     for name, sub in (("larq_compute_engine", ""), ("larq_compute_engine.tflite", "/tflite"),
                       ("larq_compute_engine.tflite.python", "/tflite/python")):
         if name not in sys.modules:
             module = types.ModuleType(name)
             module.__path__ = [root + sub]
             sys.modules[name] = module
-    from larq_compute_engine.tflite.python.interpreter import Interpreter
+    from larq_compute_engine.tflite.python.interpreter import Interpreter  # pyright: ignore[reportMissingImports]
 
     return Interpreter
 

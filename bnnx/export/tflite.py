@@ -36,18 +36,18 @@ class Graph:
     outputs: list[int] = dataclasses.field(default_factory=list)
 
     def tensor(self, shape, dtype=np.float32, name: str = "") -> int:
-        self.tensors.append((tuple(int(s) for s in shape), TYPES[np.dtype(dtype)], None, name or f"t{len(self.tensors)}"))
+        self.tensors.append((tuple(int(s) for s in shape), TYPES[np.dtype(dtype)], None, name))
         return len(self.tensors) - 1
 
     def constant(self, value: np.ndarray, name: str = "") -> int:
         value = np.ascontiguousarray(value)
-        self.tensors.append((value.shape, TYPES[value.dtype], value, name or f"c{len(self.tensors)}"))
+        self.tensors.append((value.shape, TYPES[value.dtype], value, name))
         return len(self.tensors) - 1
 
     def shape(self, index: int) -> tuple:
         return self.tensors[index][0]
 
-    def op(self, code, inputs, out_shape, out_dtype=np.float32, options=None) -> int:
+    def op(self, code, inputs, out_shape, out_dtype: type = np.float32, options=None) -> int:
         out = self.tensor(out_shape, out_dtype)
         self.ops.append(_Op(code, list(inputs), [out], options or {}))
         return out
@@ -109,11 +109,15 @@ def serialize(graph: Graph, description: str = "bnnx") -> bytes:
         else:
             fields = {0: ("Int8", code), 2: ("Int32", 1), 3: ("Int32", code)}
         code_tables.append(_table(builder, fields))
-    buffers = [_buffer(builder, None)] + [_buffer(builder, data) for _, _, data, _ in graph.tensors]
-    tensors = []
-    for index, (shape, dtype, data, name) in enumerate(graph.tensors):
+    constants = [data for _, _, data, _ in graph.tensors if data is not None]
+    buffers = [_buffer(builder, None)] + [_buffer(builder, data) for data in constants]  # 0: the empty buffer
+    tensors, buffer_index = [], 0
+    for shape, dtype, data, name in graph.tensors:
+        buffer_index += data is not None
         fields = {0: ("offset", _vector(builder, list(shape), "PrependInt32", 4)), 1: ("Int8", dtype),
-                  2: ("Uint32", index + 1 if data is not None else 0), 3: ("offset", builder.CreateString(name))}
+                  2: ("Uint32", buffer_index if data is not None else 0)}
+        if name:  # only the graph's input and output are named: names are metadata the size budget pays for
+            fields[3] = ("offset", builder.CreateString(name))
         tensors.append(_table(builder, fields))
     ops = []
     for op in graph.ops:
