@@ -6,13 +6,14 @@ needs neither TensorFlow nor LCE. Each layer maps as LCE's converter maps a larq
 - a binary layer whose inputs are binarized: `LceQuantize` (sign bits, 1 for a negative value,
   32 channels to an int32 word) then `LceBconv2d` (a dense layer as a 1×1 conv on a 1×1 map)
   with float output; its scale and the BatchNorm after it are folded into
-  post_activation_multiplier/bias (out = m·(K − 2·popcount(x xor w)) + b);
+  post_activation_multiplier/bias (out = m·(K − 2·popcount(x xor w)) + b), except where a
+  max-pool stands between them (BinaryNet): then MAX_POOL_2D and the BN as MUL + ADD follow;
 - a real layer: FULLY_CONNECTED / CONV_2D with float weights; a BatchNorm after it: MUL + ADD;
 - hardtanh: RELU_N1_TO_1, left out before a binary layer (sign(hardtanh(x)) = sign(x)); relu:
   RELU; max-pool: MAX_POOL_2D on floats.
 
-Covered: the zoo's MLP and ConvNet with binary weights and activations (W1A1). Other families
-(BinaryNet-style VGG, ResNets), ternary or weight-only-binary layers are refused in one line.
+Covered: the zoo's MLP, ConvNet and BinaryNet with binary weights and activations (W1A1). Other
+families (ResNets, ReActNet, ...), ternary or weight-only-binary layers are refused in one line.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bnnx.export import tflite
 from bnnx.export.format import Exported, unpack
 from bnnx.packed.bits import pack_rows_np
 
-FAMILIES = ("mlp", "convnet")
+FAMILIES = ("mlp", "convnet", "binarynet")
 EPSILON = 1e-5  # bnnx.models.common.batch_norm
 
 
@@ -66,29 +67,39 @@ class _Mapper:
     def reshape(self, x: int, shape) -> int:
         return self.graph.op(tflite.RESHAPE, [x, self.graph.constant(np.asarray(shape, np.int32))], shape)
 
-    def layer(self, layer: str, batch_norm: str, x: int, conv: bool, padding: str = "SAME") -> int:
-        """The layer `layer` then the BatchNorm `batch_norm` on the float tensor x."""
+    def layer(self, layer: str, batch_norm: str, x: int, conv: bool, pool: bool = False) -> int:
+        """The layer `layer` (a max-pool 2×2 after it with `pool`), then the BatchNorm `batch_norm`,
+        on the float tensor x. A binary layer's BN is folded into LceBconv2d where nothing stands
+        between them (a max-pool does not commute with a BN of negative scale)."""
+        if self.is_binary(layer) and not pool:
+            g, b = self.batch_norm_affine(batch_norm)
+            return self.binary(layer, x, conv, g, b)
         if self.is_binary(layer):
-            return self.binary(layer, batch_norm, x, conv, padding)
-        kernel, bias = self.param(layer, "kernel"), self.optional(layer, "bias")
-        shape = self.graph.shape(x)
-        if conv:
-            filters = np.ascontiguousarray(np.moveaxis(kernel, -1, 0))  # (kh, kw, cin, N) → (N, kh, kw, cin)
-            bias = np.zeros(kernel.shape[-1], np.float32) if bias is None else bias
-            out_shape = (*shape[:3], kernel.shape[-1]) if padding == "SAME" else None
-            if out_shape is None:
-                raise ConfigError(f"export --format lce: conv {layer} has padding {padding!r}; SAME is covered")
-            y = self.graph.op(tflite.CONV_2D, [x, self.graph.constant(filters), self.graph.constant(bias)], out_shape,
-                              options={0: ("Int8", tflite.SAME), 1: ("Int32", 1), 2: ("Int32", 1)})
+            y = self.binary(layer, x, conv)
         else:
-            inputs = [x, self.graph.constant(np.ascontiguousarray(kernel.T))]
-            inputs.append(-1 if bias is None else self.graph.constant(bias))
-            y = self.graph.op(tflite.FULLY_CONNECTED, inputs, (shape[0], kernel.shape[-1]))
+            y = self.real(layer, x, conv)
+        if pool:
+            y = self.max_pool(y)
         g, b = self.batch_norm_affine(batch_norm)
         y = self.graph.op(tflite.MUL, [y, self.graph.constant(g)], self.graph.shape(y))
         return self.graph.op(tflite.ADD, [y, self.graph.constant(b)], self.graph.shape(y))
 
-    def binary(self, layer: str, batch_norm: str, x: int, conv: bool, padding: str) -> int:
+    def real(self, layer: str, x: int, conv: bool) -> int:
+        kernel, bias = self.param(layer, "kernel"), self.optional(layer, "bias")
+        shape = self.graph.shape(x)
+        if not conv:
+            inputs = [x, self.graph.constant(np.ascontiguousarray(kernel.T))]
+            inputs.append(-1 if bias is None else self.graph.constant(bias))
+            return self.graph.op(tflite.FULLY_CONNECTED, inputs, (shape[0], kernel.shape[-1]))
+        filters = np.ascontiguousarray(np.moveaxis(kernel, -1, 0))  # (kh, kw, cin, N) → (N, kh, kw, cin)
+        bias = np.zeros(kernel.shape[-1], np.float32) if bias is None else bias
+        return self.graph.op(tflite.CONV_2D, [x, self.graph.constant(filters), self.graph.constant(bias)],
+                             (*shape[:3], kernel.shape[-1]),
+                             options={0: ("Int8", tflite.SAME), 1: ("Int32", 1), 2: ("Int32", 1)})
+
+    def binary(self, layer: str, x: int, conv: bool, g=None, b=None) -> int:
+        """LceQuantize + LceBconv2d (stride 1, SAME zero padding, as the zoo's convs), its output
+        g·(scale·y + bias) + b on the integer sums y (g = 1, b = 0 without a BN to fold)."""
         levels = self.exported.decoded(f"params/{layer}/kernel")
         flat = len(self.graph.shape(x)) == 2
         if flat:
@@ -101,18 +112,15 @@ class _Mapper:
         scale = self.exported.tensors.get(f"params/{layer}/kernel_scale", self.optional(layer, "scale"))
         multiplier = np.ones(n, np.float32) if scale is None else np.asarray(scale, np.float32).reshape(n)
         bias = self.optional(layer, "bias")
-        g, b = self.batch_norm_affine(batch_norm)
-        post_bias = b if bias is None else bias * g + b
-        if padding not in ("SAME", "VALID"):
-            raise ConfigError(f"export --format lce: conv {layer} has padding {padding!r}; SAME and VALID are covered")
-        kh, kw = levels.shape[:2]
-        out = (batch, height, width, n) if padding == "SAME" else (batch, height - kh + 1, width - kw + 1, n)
+        bias = np.zeros(n, np.float32) if bias is None else bias
+        g = np.ones(n, np.float32) if g is None else g
+        b = np.zeros(n, np.float32) if b is None else b
         options = {"channels_in": int(cin), "dilation_height_factor": 1, "dilation_width_factor": 1,
-                   "fused_activation_function": 0, "pad_values": 0, "stride_height": 1, "stride_width": 1,
-                   "padding": tflite.SAME if padding == "SAME" else tflite.VALID}
+                   "fused_activation_function": 0, "pad_values": 0, "padding": tflite.SAME,
+                   "stride_height": 1, "stride_width": 1}
         inputs = [packed, self.graph.constant(filters), self.graph.constant((multiplier * g).astype(np.float32)),
-                  self.graph.constant(post_bias.astype(np.float32)), -1]
-        y = self.graph.op("LceBconv2d", inputs, out, options=options)
+                  self.graph.constant((bias * g + b).astype(np.float32)), -1]
+        y = self.graph.op("LceBconv2d", inputs, (batch, height, width, n), options=options)
         return self.reshape(y, (batch, n)) if flat else y
 
     def activation(self, name: str, x: int, before_binary: bool) -> int:
@@ -139,6 +147,23 @@ def _mlp(mapper: _Mapper, model: dict, x: int) -> int:
     return mapper.layer(f"QuantDense_{len(hidden)}", f"BatchNorm_{len(hidden)}", x, conv=False)
 
 
+def _binarynet(mapper: _Mapper, model: dict, x: int) -> int:
+    from bnnx.models.vgg import CONV_WIDTHS, DENSE_WIDTHS  # the layer count; widths are the stored kernels'
+
+    act = model.get("activation", "hardtanh")
+    for i in range(len(CONV_WIDTHS)):
+        x = mapper.layer(f"QuantConv_{i}", f"BatchNorm_{i}", x, conv=True, pool=i % 2 == 1)
+        following = f"QuantConv_{i + 1}" if i + 1 < len(CONV_WIDTHS) else "QuantDense_0"
+        x = mapper.activation(act, x, before_binary=mapper.is_binary(following))
+    shape = mapper.graph.shape(x)
+    x = mapper.reshape(x, (shape[0], int(np.prod(shape[1:]))))
+    for j in range(len(DENSE_WIDTHS)):
+        x = mapper.layer(f"QuantDense_{j}", f"BatchNorm_{len(CONV_WIDTHS) + j}", x, conv=False)
+        x = mapper.activation(act, x, before_binary=mapper.is_binary(f"QuantDense_{j + 1}"))
+    return mapper.layer(f"QuantDense_{len(DENSE_WIDTHS)}", f"BatchNorm_{len(CONV_WIDTHS) + len(DENSE_WIDTHS)}", x,
+                        conv=False)
+
+
 def _convnet(mapper: _Mapper, model: dict, x: int) -> int:
     widths, act = list(model.get("widths", (16, 32, 32))), model.get("activation", "hardtanh")
     for i in range(len(widths)):
@@ -153,7 +178,7 @@ def _convnet(mapper: _Mapper, model: dict, x: int) -> int:
     return mapper.layer("QuantDense_0", f"BatchNorm_{len(widths)}", x, conv=False)
 
 
-BUILDERS = {"mlp": _mlp, "convnet": _convnet}
+BUILDERS = {"mlp": _mlp, "convnet": _convnet, "binarynet": _binarynet}
 
 
 def lce_bytes(exported: Exported, batch: int = 1) -> bytes:
