@@ -8,7 +8,7 @@ TEST_JOBS ?= 2
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-data c-compilers train lint test bench clean repro-bnew repro-rpr repro-ppt repro-ilb repro-signs repro-all
+.PHONY: help install lce-env test-data c-compilers train lint test bench clean repro-bnew repro-rpr repro-ppt repro-ilb repro-signs repro-all
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install bnnx (editable) with its test extras
+
+# LCE's interpreter extension is built against NumPy 1.x and misreads NumPy 2 arrays; bnnx needs NumPy 2,
+# so the export tests run it in its own small environment (bnnx/export/lce_interpreter.py)
+LCE_VENV := .venv-lce
+$(LCE_VENV)/.installed: $(STAMP)
+	test -d $(LCE_VENV) || $(BIN)/python -m venv $(LCE_VENV)
+	$(LCE_VENV)/bin/pip install --quiet 'numpy<2' 'larq-compute-engine==0.16.0'
+	touch $@
+
+lce-env: $(LCE_VENV)/.installed ## Larq Compute Engine's interpreter (NumPy 1.x) in .venv-lce, for the lce export tests
 
 train: install ## Quick default training (STE, MLP, embedded digits); ARGS="key=value ..." to override
 	$(BIN)/bnnx train $(ARGS)
@@ -34,11 +44,11 @@ lint: install ## ruff (pyflakes, isort, line length 120) over bnnx and tests, py
 	$(BIN)/ruff check bnnx tests
 	$(BIN)/pyright
 
-test: install test-data c-compilers lint ## Lint, then run the test suite (TEST_JOBS=2 processes, one file each)
+test: install lce-env test-data c-compilers lint ## Lint, then run the test suite (TEST_JOBS=2 processes, one file each)
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LCE_VENV) .pytest_cache
 
 bench: install ## Speed/memory benchmark; results with their targets in bench.json
 	$(BIN)/bnnx bench --out bench.json

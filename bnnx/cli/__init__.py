@@ -45,10 +45,10 @@ def global_options(
 
 def _register_commands() -> None:
     """Add each command module's commands to `app` (once), in the order `bnnx --help` lists them."""
-    from bnnx.cli import analyze, bench, data, eval, export, imports, summary, sweep, train
+    from bnnx.cli import analyze, bench, data, eval, export, imports, predict, summary, sweep, train
 
     if not app.registered_groups:
-        for module in (train, data, summary, sweep, analyze, export, eval, bench, imports):
+        for module in (train, data, summary, sweep, analyze, export, eval, predict, bench, imports):
             app.add_typer(module.commands)
 
 

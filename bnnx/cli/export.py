@@ -1,4 +1,5 @@
-"""`bnnx export`: bit-pack a trained run into one .npz with a JSON manifest, or write it as C99."""
+"""`bnnx export`: bit-pack a trained run into one .npz with a JSON manifest, or write it in
+another runtime's format (`--format`)."""
 
 from __future__ import annotations
 
@@ -38,20 +39,27 @@ def _write_qonnx(config, run_dir: Path, out: Optional[Path]) -> str:
     return f"wrote a QONNX graph to {out}: {facts['nodes']} nodes ({', '.join(facts['ops'])})"
 
 
+def _write_lce(config, run_dir: Path, out: Optional[Path]) -> str:
+    from bnnx.export.lce import export_lce
+
+    path = export_lce(config, run_dir, out)
+    return f"exported a Larq Compute Engine flatbuffer to {path}: {path.stat().st_size / 1024:,.2f} KiB"
+
+
 # --format name → writer(config, run_dir, out) → message
-WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx}
+WRITERS = {"npz": _write_npz, "c": _write_c, "qonnx": _write_qonnx, "lce": _write_lce}
 
 
 @commands.command(help="Bit-pack a run's latest checkpoint: binary kernels as sign bits, ternary kernels as two "
                   "bit-planes, everything else float32, in one .npz with a JSON manifest (--format npz), or "
                   "a dependency-free C99 program of it (--format c: OUT is a folder), or a QONNX graph "
-                  "(--format qonnx: needs bnnx[qonnx]).")
+                  "(--format qonnx: needs bnnx[qonnx]), or a Larq Compute Engine .tflite flatbuffer (--format lce).")
 @user_errors
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (holds config.yaml and checkpoints/)."),
     dest: Optional[Path] = typer.Argument(None, help="Output (the same as --out)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output file or folder (default RUN_DIR/export.npz, "
-                                                           "RUN_DIR/c, RUN_DIR/model.onnx)."),
+                                                           "RUN_DIR/c, RUN_DIR/model.onnx, RUN_DIR/model.tflite)."),
     format: str = typer.Option("npz", "--format", help=f"One of {', '.join(WRITERS)}."),
 ):
     from bnnx.errors import check, unknown_choice

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import typer
@@ -48,3 +49,37 @@ def torchvision(
     run_dir = write_imported_run(config, variables, {"framework": "torchvision", "arch": arch,
                                                      "weights": weights.name, "sha256": digest})
     typer.echo(f"wrote {run_dir}: method=fp {arch} on imagenet2012 from {weights.name}")
+
+
+LARQ_HELP = """Turn a larq/Keras model file (.h5 or .keras, saved with model.save) into a finished method=ste
+run in OUT_DIR that `bnnx eval`, `bnnx predict`, `bnnx export` and `method.init_from=OUT_DIR` accept. No
+TensorFlow is needed: the file is read with h5py. Layers and quantizers map as docs/larq-migration.md
+lists (what bnnx cannot express is refused in one line); a final softmax is dropped (bnnx models
+return logits). The data set is the first whose inputs and classes fit the model, or --dataset."""
+
+
+@import_app.command(help=LARQ_HELP)
+@user_errors
+def larq(
+    model_file: Path = typer.Argument(..., help="The larq/Keras model, a .h5 or .keras file."),
+    out_dir: Path = typer.Argument(..., help="The run folder to write (must not hold a run)."),
+    dataset: str = typer.Option(None, help="The data set the run records (default: the first that fits)."),
+):
+    import dataclasses
+
+    from bnnx.config.compose import compose_config
+    from bnnx.interop.keras_file import read_keras_file
+    from bnnx.interop.larq_import import TARGET, choose_dataset, import_model, output_classes
+    from bnnx.models import ModelConfig
+    from bnnx.train.imported import write_imported_run
+
+    graph, variables, shape = import_model(read_keras_file(model_file))
+    name, image_size = choose_dataset(shape, output_classes(graph, variables), dataset)
+    overrides = ["method=ste", f"dataset={name}", f"out_dir={out_dir}"]
+    config = compose_config(overrides + ([f"dataset.image_size={image_size}"] if image_size else []))
+    model = ModelConfig(name="external", target=TARGET, options={"graph": json.dumps(graph)})
+    config = dataclasses.replace(config, model=model)
+    digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    run_dir = write_imported_run(config, variables, {"framework": "larq", "file": model_file.name, "sha256": digest,
+                                                     "layers": len(graph)})
+    typer.echo(f"wrote {run_dir}: {len(graph)} layers of {model_file.name} as method=ste on {name}")

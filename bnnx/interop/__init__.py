@@ -1,0 +1,1 @@
+"""Interoperability with other BNN frameworks: larq/Keras model import, LCE flatbuffer export."""

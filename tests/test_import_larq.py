@@ -1,0 +1,177 @@
+"""`bnnx import larq` and `bnnx predict`: larq/Keras models (.h5 and .keras) give larq's own logits
+(inference mode) within 1e-4 and the same predictions, against fixtures larq 0.14 made once under
+TF 2.15 (tests/fixtures/make_larq_fixture.py: the model files with seeded weights and randomized
+BN statistics, the inputs, larq's logits), so this suite needs no TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bnnx.interop.keras_file import read_keras_file
+from bnnx.interop.keras_graph import KerasGraph
+from bnnx.interop.larq_import import import_model
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "larq"
+MODELS = ("docs_mnist", "digits_quantizers", "digits_mlp", "birealnet", "resnet_e18", "quicknet")
+QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # halves compile
+FILES = ("docs_mnist.h5", "digits_quantizers.keras", "birealnet.h5", "resnet_e18.keras", "quicknet.h5")
+
+
+def fixture(name: str):
+    return np.load(FIXTURES / f"{name}.npz")
+
+
+@pytest.mark.parametrize("file", FILES)
+def test_logits_equal_larqs(file):
+    graph, variables, shape = import_model(read_keras_file(FIXTURES / file))
+    model = KerasGraph(num_classes=10, graph=json.dumps(graph))
+    data = fixture(file.split(".")[0])
+    assert tuple(data["input"].shape[1:]) == shape
+    fresh = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+    assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda leaf: leaf.shape, {k: fresh[k] for k in variables})
+    quant = jax.tree.map(lambda leaf: jnp.ones(leaf.shape), fresh["quant"])  # masks and β as a fresh run has them
+    logits = np.asarray(jax.jit(model.apply, compiler_options=QUICK_COMPILE)({**variables, "quant": quant},
+                                                                             data["input"]))
+    np.testing.assert_allclose(logits, data["logits"], atol=1e-4, rtol=0)
+    assert (logits.argmax(-1) == data["logits"].argmax(-1)).all()
+    np.testing.assert_allclose(jax.nn.softmax(logits), data["probabilities"], atol=1e-5)
+    assert np.abs(data["logits"]).max() > 1.0  # logits that a wrong mapping would move
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_h5_and_keras_files_import_alike(name):
+    """Keras' two formats name weights differently (the .keras zip by class, not layer name)."""
+    graph, variables, shape = import_model(read_keras_file(FIXTURES / f"{name}.h5"))
+    other = import_model(read_keras_file(FIXTURES / f"{name}.keras"))
+    assert (graph, shape) == (other[0], other[2])
+    jax.tree.map(np.testing.assert_array_equal, variables, other[1])
+
+
+def test_the_quantizer_tour_maps_each_larq_quantizer():
+    graph = import_model(read_keras_file(FIXTURES / "digits_quantizers.h5"))[0]
+    seen = {(n.get("kernel_quantizer") or {}).get("name") for n in graph} | \
+        {(n.get("input_quantizer") or {}).get("name") for n in graph}
+    assert {"sign_ste", "approx_sign", "swish_sign", "ternary"} <= seen
+    convs = [n for n in graph if n["op"] == "conv"]
+    assert [n["scaling"] for n in convs] == ["none", "mean_abs", "none"]  # magnitude_aware_sign
+    assert convs[1]["pad_value"] == 1.0 and convs[2]["kernel_quantizer"]["args"] == {"clip": 1.25}
+    assert [n["epsilon"] for n in graph if n["op"] == "batch_norm"] == [1e-3, 1e-3, 1e-5, 1e-3]
+
+
+def test_import_predict_export_end_to_end(run_cli, tmp_path):
+    from bnnx.io import read_json
+
+    data, run = fixture("digits_quantizers"), tmp_path / "runs" / "tour"  # the smallest model with every quantizer
+    np.save(tmp_path / "x.npy", data["input"])
+    code, output = run_cli("import", "larq", str(FIXTURES / "digits_quantizers.keras"), str(run))
+    assert code == 0, output
+    summary = read_json(run / "summary.json")
+    assert (summary["status"], summary["method"], summary["dataset"]) == ("completed", "ste", "digits")
+    assert summary["imported_from"]["framework"] == "larq"
+    for source in (run, tmp_path / "tour.npz"):
+        if source.suffix == ".npz":
+            code, output = run_cli("export", str(run), "--out", str(source))
+            assert code == 0, output
+        code, output = run_cli("predict", str(source), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+        assert code == 0, output
+        logits = np.load(tmp_path / "y.npy")
+        np.testing.assert_allclose(logits, data["logits"], atol=1e-4, rtol=0)
+        assert (logits.argmax(-1) == data["logits"].argmax(-1)).all()
+
+    np.save(tmp_path / "bad.npy", data["input"][:, :4])
+    code, output = run_cli("predict", str(run), str(tmp_path / "bad.npy"), str(tmp_path / "z.npy"))
+    assert code == 2 and output.count("\n") == 1 and "do not fit" in output and "(N, 8, 8, 1)" in output, output
+    assert not (tmp_path / "z.npy").exists()
+    code, output = run_cli("import", "larq", str(FIXTURES / "digits_quantizers.h5"), str(run))  # never overwrites
+    assert code == 2 and "already holds a run" in output
+
+
+def test_training_starts_from_the_import(run_cli, tmp_path):
+    """method.init_from= takes the imported run (larq's weights exactly, as RPR's start), and the
+    imported architecture trains under bnnx (STE, 3 epochs on digits: well above chance)."""
+    import dataclasses
+
+    from bnnx.config.compose import compose_config
+    from bnnx.data import shape_only
+    from bnnx.models import build_model
+    from bnnx.train.loop import train
+    from bnnx.train.rundir import RunDir
+    from bnnx.train.services import RunServices
+
+    imported = tmp_path / "imported"
+    assert run_cli("import", "larq", str(FIXTURES / "digits_mlp.h5"), str(imported))[0] == 0
+    model_config = RunDir(imported).config().model
+    config = compose_config(["method=rpr", f"method.init_from={imported}"])
+    config = dataclasses.replace(config, model=model_config)
+    dataset = shape_only(config.dataset)
+    model = build_model(config.trained_model, dataset.num_classes)
+    fresh = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
+    variables, recorded = RunServices(config, dataset, model, fresh).load_run_variables(imported)
+    larq = import_model(read_keras_file(FIXTURES / "digits_mlp.h5"))[1]
+    jax.tree.map(np.testing.assert_array_equal, {k: variables[k] for k in larq}, larq)
+    assert getattr(recorded, "method").name == "ste"
+
+    config = compose_config(["method=ste", "epochs=3", "seed=0", f"out_dir={tmp_path / 'trained'}"])
+    result = train(dataclasses.replace(config, model=model_config))
+    assert result.summary["test_accuracy"] > 0.3, result.summary["test_accuracy"]  # chance: 0.1
+
+
+def _edited(tmp_path: Path, edit) -> Path:
+    """docs_mnist.keras with its config.json changed by `edit`."""
+    path = tmp_path / "edited.keras"
+    with zipfile.ZipFile(FIXTURES / "docs_mnist.keras") as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.namelist():
+            blob = source.read(item)
+            if item == "config.json":
+                config = json.loads(blob)
+                edit(config["config"]["layers"])
+                blob = json.dumps(config).encode()
+            target.writestr(item, blob)
+    return path
+
+
+def _set(index: int, key: str, value):
+    def edit(layers):
+        layers[index]["config"][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_set(4, "kernel_quantizer", {"class_name": "DoReFa", "config": {"k_bit": 2}}), "DoReFa is a k-bit quantizer"),
+    (_set(4, "input_quantizer", "ste_heaviside"), "SteHeaviside outputs {0, 1}"),
+    (_set(4, "input_quantizer", "magnitude_aware_sign"), "as an input quantizer is not expressible"),
+    (_set(4, "dilation_rate", [2, 2]), "dilated convolutions are not supported"),
+    (_set(4, "kernel_quantizer", {"class_name": "SteTern", "config": {"ternary_weight_networks": True}}),
+     "ternary_weight_networks"),
+    (_set(1, "activation", "selu"), "activation 'selu' is not supported"),
+    (lambda layers: layers.insert(2, {"class_name": "LSTM", "config": {"name": "lstm"}}), "LSTM is not supported"),
+])
+def test_what_bnnx_cannot_express_is_refused_in_one_line(run_cli, tmp_path, edit, words):
+    code, output = run_cli("import", "larq", str(_edited(tmp_path, edit)), str(tmp_path / "run"))
+    assert code == 2 and output.startswith("error: ") and output.count("\n") == 1 and words in output, output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("missing.h5", None, "no model file"),
+    ("model.pb", b"x", "not a Keras model file"),
+    ("model.h5", b"not hdf5", "cannot read"),
+    ("model.keras", b"PK not a zip", "cannot read"),
+    ("docs_mnist.h5", "--dataset=digits", "digits does not fit (these do: mnist, fashion_mnist)"),
+])
+def test_bad_model_files_and_data_sets_are_refused_in_one_line(run_cli, tmp_path, name, content, words):
+    path, options = tmp_path / name, []
+    if isinstance(content, str):
+        path, options = FIXTURES / name, [content]
+    elif content is not None:
+        path.write_bytes(content)
+    code, output = run_cli("import", "larq", str(path), str(tmp_path / "run"), *options)
+    assert code == 2 and output.startswith("error: ") and output.count("\n") == 1 and words in output, output
+    assert not (tmp_path / "run").exists()
