@@ -92,6 +92,9 @@ int main(void) {  /* 8 independent VPOPCNTQ chains on one core: popcounted bits 
 }
 """
 
+# the issue sets targets for the dense kernel only (vs FP32 XLA, vs the JAX packed engine); the conv is reported
+DENSE_TARGETS = (10.0, 2.0)
+
 
 def _compile(folder: Path, name: str, text: str, extra: tuple = ()) -> Path:
     runtime = importlib.resources.files("bnnx.deploy").joinpath("c_runtime")
@@ -108,7 +111,8 @@ def popcount_peak_bits_per_s(folder: Path) -> float:
     return float(subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout)
 
 
-def _kernel_row(folder, name, kind, x, w, shape, float_fn, packed_fn, repeats, peak) -> dict:
+def _kernel_row(folder, name, kind, x, w, shape, float_fn, packed_fn, repeats, peak,
+                targets: tuple) -> dict:
     b, h, wd, c = x.shape if x.ndim == 4 else (x.shape[0], 1, 1, x.shape[1])
     n = w.shape[-1]
     (folder / "x.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
@@ -126,9 +130,8 @@ def _kernel_row(folder, name, kind, x, w, shape, float_fn, packed_fn, repeats, p
     return {"case": name, "kernel": list(shape), "batch": b, "c_ms": round(c_ms, 3),
             "float32_ms": round(ms["float32"], 3),
             "jax_packed_ms": round(ms["packed"], 3), "outputs_equal": equal, "popcount_path": path,
-            "ratio": round(ms["float32"] / c_ms, 3), "target": 10.0, "met": ms["float32"] / c_ms >= 10.0,
-            "ratio_vs_jax_packed": round(ms["packed"] / c_ms, 3), "target_vs_jax_packed": 2.0,
-            "met_vs_jax_packed": ms["packed"] / c_ms >= 2.0,
+            "ratio": round(ms["float32"] / c_ms, 3), "target": targets[0],
+            "ratio_vs_jax_packed": round(ms["packed"] / c_ms, 3), "target_vs_jax_packed": targets[1],
             "fraction_of_popcount_peak": round(xnors / (c_ms / 1000) / peak, 3), "popcount_peak_bits_per_s": peak,
             "figure": "float32 time / C time (speedup); ratio_vs_jax_packed: JAX packed time / C time",
             "repeats": repeats}
@@ -144,7 +147,7 @@ def c_kernel_cases(folder: Path, repeats: int = 9) -> list[dict]:
     dense_f = jax.jit(lambda x, w: jnp.dot(jnp.where(x >= 0, 1.0, -1.0), w))
     dense_p = jax.jit(lambda x, p: kernels.xnor_dense(x >= 0, p, 4096))
     rows = [_kernel_row(folder, "c-dense4096-w1a1-b64", "dense", x, w, (4096, 4096), lambda: dense_f(xj, wj),
-                        lambda: dense_p(xj, planes), repeats, peak)]
+                        lambda: dense_p(xj, planes), repeats, peak, DENSE_TARGETS)]
     x = rng.normal(size=(64, 16, 16, 256)).astype(np.float32)
     shape = (3, 3, 256, 256)
     w = _levels(rng, shape)
@@ -155,7 +158,7 @@ def c_kernel_cases(folder: Path, repeats: int = 9) -> list[dict]:
                                                                dimension_numbers=NHWC))
     conv_p = jax.jit(lambda x, p: kernels.xnor_conv(x >= 0, p, shape, (1, 1), pads))
     rows.append(_kernel_row(folder, "c-conv3x3-256-w1a1-16x16-b64", "conv", x, w, shape, lambda: conv_f(xj, wj),
-                            lambda: conv_p(xj, planes), max(3, repeats // 2), peak))
+                            lambda: conv_p(xj, planes), max(3, repeats // 2), peak, (None, None)))
     return rows
 
 
