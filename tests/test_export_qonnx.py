@@ -54,8 +54,8 @@ def test_qonnx_executor_gives_the_packed_engines_logits(case, tmp_path):
 
 
 def test_an_unknown_format_is_one_line_listing_the_valid_ones(run_cli, tmp_path):
-    code, text = run_cli("export", str(tmp_path), "--format", "tflite")
-    assert code == 2 and text.strip() == "error: unknown format 'tflite'; valid options: c, npz, qonnx"
+    code, text = run_cli("export", str(tmp_path), "--format", "onnx2")
+    assert code == 2 and text.strip() == "error: unknown format 'onnx2'; valid options: c, lce, npz, qonnx"
 
 
 def test_cli_exports_a_trained_run_that_qonnx_runs(compose, digits, run_cli, tmp_path):
