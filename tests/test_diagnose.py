@@ -83,6 +83,11 @@ def test_chance_means_a_quarter_of_the_epochs_near_one_over_classes_or_near_a_co
     # Bop's collapse: the test loss stays near ln 10 = 2.30 while the accuracy wanders above 0.12
     assert stuck_at_chance(rows((0.24, 2.14), (0.15, 2.26), (0.16, 2.19)), epochs=10, num_classes=10)
     assert not stuck_at_chance(rows((0.6, 2.2), (0.65, 2.3)), epochs=8, num_classes=10)  # overconfident, learning
+    from bnnx.methods.bop import Bop
+    from bnnx.methods.ste import STE
+
     flips = [{"test_accuracy": 0.1, "test_loss": 2.3, "flip_ratio": 0.25}]
-    assert "last 1 of 1 epochs" in chance_message(flips, 4, 10) and "Bop flipped 25.0%" in chance_message(flips, 4, 10)
-    assert "Bop" not in chance_message(rows((0.1, 2.3)), 4, 10)
+    bop = chance_message(flips, 4, 10, Bop().chance_hint(flips))
+    assert "last 1 of 1 epochs" in bop and "Bop flipped 25.0%" in bop
+    # an STE run whose sign tracker logs flip_ratio too gets no word of Bop
+    assert "Bop" not in chance_message(flips, 4, 10, STE().chance_hint(flips))

@@ -102,6 +102,10 @@ class MethodConfig:
     def __post_init__(self):
         validate(self, "method")
 
+    def chance_hint(self, rows: list[dict]) -> str | None:
+        """What to try when a run of this method stays at chance (`rows`: its epochs so far), or None."""
+        return None
+
     @property
     def name(self) -> str:
         """The name the method is declared under (`bnnx.methods.registry`), as `method=` takes it."""

@@ -133,6 +133,17 @@ class Bop(MethodConfig):
         check(not (self.gamma_decay_every and self.gamma_decay_every_epochs),
               "set one of method.gamma_decay_every (fraction of the run) and method.gamma_decay_every_epochs")
 
+    def chance_hint(self, rows: list[dict]) -> str | None:
+        """Bop's two causes of a collapse (docs/training-warnings.md): τ = 1e-8 is below γ·|g| for
+        almost every weight, so each step flips every weight whose momentum agrees with its sign
+        (half of them on the first step); and its kernels are ±1, not the initialization's
+        ~1/√fan_in, so binary layers with no normalization after them start √fan_in times too large."""
+        flips = rows[0].get("flip_ratio") if rows else None
+        flipped = f"Bop flipped {flips:.1%} of the binary weights per step in its first epoch, and its" if flips \
+            is not None else "Bop's"
+        return (f"{flipped} ±1 kernels swamp un-normalized residual or attention paths: try method.threshold=1e-4, "
+                f"a normalization after each binary layer, or method=ste (docs/training-warnings.md)")
+
     def build(self, ctx: MethodContext) -> Recipe:
         spe = ctx.steps_per_epoch
         binary = optax.inject_hyperparams(bop)(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -93,28 +94,21 @@ def stuck_at_chance(rows: list[dict], epochs: int, num_classes: int) -> bool:
     return len(rows) >= window and all(at_chance(row, num_classes) for row in rows[-window:])
 
 
-def chance_message(rows: list[dict], epochs: int, num_classes: int) -> str:
-    """The chance warning; for Bop (rows with a flip ratio) with its two causes (see
-    docs/training-warnings.md): τ = 1e-8 is below γ·|g| for almost every weight, so each step
-    flips every weight whose momentum agrees with its sign (half of them on the first step);
-    and Bop's kernels are ±1, not the initialization's ~1/√fan_in, so binary layers with no
-    normalization after them (a residual sum, attention logits) start √fan_in times too large."""
+def chance_message(rows: list[dict], epochs: int, num_classes: int, hint: str | None = None) -> str:
+    """The chance warning, with the method's own `hint` (`MethodConfig.chance_hint`) when it has one."""
     message = (f"{CHANCE_WARNING} for the last {chance_window(epochs)} of {len(rows)} epochs (test "
                f"accuracy ≤ 1/{num_classes} + {CHANCE_MARGIN}, or test loss ≥ 0.9·ln {num_classes}): "
                f"it is not learning")
-    flips = rows[0].get("flip_ratio")
-    if flips is not None:
-        message += (f"; Bop flipped {flips:.1%} of the binary weights per step in its first epoch, and its ±1 "
-                    f"kernels swamp un-normalized residual or attention paths: try method.threshold=1e-4, a "
-                    f"normalization after each binary layer, or method=ste (docs/training-warnings.md)")
-    return message
+    return f"{message}; {hint}" if hint else message
 
 
-def chance_warning(rows: list[dict], epochs: int, num_classes: int, said: list[str]) -> str | None:
-    """The chance warning after the last of `rows`, once per run (`said`: its warnings so far)."""
+def chance_warning(rows: list[dict], epochs: int, num_classes: int, said: list[str],
+                   hint: Callable[[list[dict]], str | None] = lambda rows: None) -> str | None:
+    """The chance warning after the last of `rows`, once per run (`said`: its warnings so far);
+    `hint(rows)`: the method's advice (`MethodConfig.chance_hint`)."""
     if epochs < 2 or any(w.startswith(CHANCE_WARNING) for w in said) or not stuck_at_chance(rows, epochs, num_classes):
         return None
-    return chance_message(rows, epochs, num_classes)
+    return chance_message(rows, epochs, num_classes, hint(rows))
 
 
 def recorded_warnings(run_dir: Path) -> list[str]:

@@ -259,7 +259,7 @@ class Trainer:
         if member is self._active()[0]:
             bar.end_epoch(row)
         if message := chance_warning(member.rows, member.config.epochs, member.exp.dataset.num_classes,
-                                     member.warnings):
+                                     member.warnings, member.config.method.chance_hint):
             member.warnings.append(warn(message))
         member.position = {**member.position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
         if (epoch + 1) % member.config.checkpoint_every == 0 or epoch + 1 == member.config.epochs:
