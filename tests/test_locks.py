@@ -36,6 +36,25 @@ def wait_for_checkpoint(run: Path, process: subprocess.Popen) -> None:
     pytest.fail(f"the writer checkpointed nothing: {process.communicate()[0] if process.poll() is not None else ''}")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """SIGSTOP and wait until the kernel reports every thread stopped: the signal is delivered
+    asynchronously, and a checkpoint thread may write a file until then."""
+    process.send_signal(signal.SIGSTOP)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if all(thread_state(stat) == "T" for stat in Path(f"/proc/{process.pid}/task").glob("*/stat")):
+            return
+        time.sleep(0.01)
+    pytest.fail(f"pid {process.pid} did not stop")
+
+
+def thread_state(stat: Path) -> str:
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:  # the thread ended
+        return "T"
+
+
 def bnnx(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(BNNX + list(args), capture_output=True, text=True, timeout=300)
 
@@ -45,7 +64,7 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
     writer = start_writer(run)
     try:
         wait_for_checkpoint(run, writer)
-        writer.send_signal(signal.SIGSTOP)  # alive, holding its lock, while the second one tries
+        stop(writer)  # alive, holding its lock, while the second one tries
         before = snapshot(run)
         second = bnnx("train", "resume=true", f"out_dir={run}", "--quiet")
         assert_one_line_error(second.returncode, second.stdout + second.stderr, "being written by another bnnx process",
