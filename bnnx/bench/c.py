@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +25,10 @@ from bnnx.bench.packed import NHWC, _levels, median_ms, random_variables
 from bnnx.packed import kernels
 from bnnx.packed.bits import pack_kernel
 
-FLAGS = ["-O3", "-march=native", "-std=c99", "-D_POSIX_C_SOURCE=199309L"]  # one thread: no OpenMP
+FLAGS = ["-O3", "-march=native", "-std=c99", "-D_POSIX_C_SOURCE=199309L"]
+# The kernel cases run the runtime's OpenMP loop on as many threads as XLA's pool has cores (the
+# runtime stays dependency-free: without -fopenmp the pragma is ignored), and once on one thread.
+OPENMP = ["-fopenmp"]
 DRIVER = r"""
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,12 +100,12 @@ int main(void) {  /* 8 independent VPOPCNTQ chains on one core: popcounted bits 
 DENSE_TARGETS = (10.0, 2.0)
 
 
-def _compile(folder: Path, name: str, text: str, extra: tuple = ()) -> Path:
+def _compile(folder: Path, name: str, text: str, extra: tuple = (), flags: tuple = ()) -> Path:
     runtime = importlib.resources.files("bnnx.deploy").joinpath("c_runtime")
     for file in ("bnnx_runtime.h", "bnnx_runtime.c"):
         (folder / file).write_text(runtime.joinpath(file).read_text())
     (folder / f"{name}.c").write_text(text)
-    subprocess.run(["gcc", *FLAGS, "-o", str(folder / name), str(folder / f"{name}.c"), *extra], check=True,
+    subprocess.run(["gcc", *FLAGS, *flags, "-o", str(folder / name), str(folder / f"{name}.c"), *extra], check=True,
                    capture_output=True, text=True)
     return folder / name
 
@@ -111,29 +115,43 @@ def popcount_peak_bits_per_s(folder: Path) -> float:
     return float(subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout)
 
 
+def _run_kernel(folder: Path, threads: int, kind: str, sizes: tuple, repeats: int) -> tuple[float, str, bool]:
+    """The C kernel's median ms and popcount path on `threads` threads, and whether its output
+    equals `out.bin`'s reference (written by the one-thread build, checked against JAX's)."""
+    name = "kernel" if threads == 1 else "kernel_omp"
+    binary = folder / name if (folder / name).exists() else _compile(
+        folder, name, DRIVER, (str(folder / "bnnx_runtime.c"),), () if threads == 1 else tuple(OPENMP))
+    out = folder / f"out_{threads}.bin"
+    run = subprocess.run([str(binary), kind, *map(str, (*sizes, repeats)), str(folder / "x.bin"), str(folder / "w.bin"),
+                          str(out)], check=True, capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    c_ms, path = run.stdout.split()
+    return float(c_ms), path, out.read_bytes() == (folder / "out_1.bin").read_bytes()
+
+
 def _kernel_row(folder, name, kind, x, w, shape, float_fn, packed_fn, repeats, peak,
                 targets: tuple) -> dict:
     b, h, wd, c = x.shape if x.ndim == 4 else (x.shape[0], 1, 1, x.shape[1])
-    n = w.shape[-1]
+    n, threads = w.shape[-1], os.cpu_count() or 1
     (folder / "x.bin").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
     (folder / "w.bin").write_bytes(pack_kernel(w, False)["sign"].astype("<u4").tobytes())
-    binary = folder / "kernel" if (folder / "kernel").exists() else _compile(
-        folder, "kernel", DRIVER, (str(folder / "bnnx_runtime.c"),))
-    run = subprocess.run([str(binary), kind, *map(str, (b, h, wd, c, n, repeats)), str(folder / "x.bin"),
-                          str(folder / "w.bin"), str(folder / "out.bin")], check=True, capture_output=True, text=True)
-    c_ms, path = run.stdout.split()
-    c_ms = float(c_ms)
+    one_ms, path, _ = _run_kernel(folder, 1, kind, (b, h, wd, c, n), repeats)
+    c_ms, _, threads_agree = _run_kernel(folder, threads, kind, (b, h, wd, c, n), repeats)
     ms = median_ms({"float32": float_fn, "packed": packed_fn}, repeats)
-    c_out = np.frombuffer((folder / "out.bin").read_bytes(), "<i4")
-    equal = bool(np.array_equal(c_out, np.asarray(packed_fn()).ravel()))
+    c_out = np.frombuffer((folder / "out_1.bin").read_bytes(), "<i4")
+    equal = bool(np.array_equal(c_out, np.asarray(packed_fn()).ravel())) and threads_agree
     xnors = b * h * wd * n * c * (9 if kind == "conv" else 1)
-    return {"case": name, "kernel": list(shape), "batch": b, "c_ms": round(c_ms, 3),
-            "float32_ms": round(ms["float32"], 3),
+    return {"case": name, "kernel": list(shape), "batch": b, "c_ms": round(c_ms, 3), "c_threads": threads,
+            "c_ms_1_thread": round(one_ms, 3), "float32_ms": round(ms["float32"], 3),
             "jax_packed_ms": round(ms["packed"], 3), "outputs_equal": equal, "popcount_path": path,
             "ratio": round(ms["float32"] / c_ms, 3), "target": targets[0],
             "ratio_vs_jax_packed": round(ms["packed"] / c_ms, 3), "target_vs_jax_packed": targets[1],
-            "fraction_of_popcount_peak": round(xnors / (c_ms / 1000) / peak, 3), "popcount_peak_bits_per_s": peak,
-            "figure": "float32 time / C time (speedup); ratio_vs_jax_packed: JAX packed time / C time",
+            "ratio_1_thread": round(ms["float32"] / one_ms, 3),
+            "ratio_vs_jax_packed_1_thread": round(ms["packed"] / one_ms, 3),
+            "fraction_of_popcount_peak": round(xnors / (one_ms / 1000) / peak, 3), "popcount_peak_bits_per_s": peak,
+            "figure": f"float32 time / C time (speedup), C on {threads} threads (OpenMP) as XLA's pool; "
+                      "ratio_vs_jax_packed: JAX packed time / C time; *_1_thread: the C kernel on one thread; "
+                      "fraction_of_popcount_peak: one thread against one core's peak",
             "repeats": repeats}
 
 

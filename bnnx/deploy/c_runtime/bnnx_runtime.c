@@ -30,12 +30,14 @@ static inline uint32_t masked(const uint32_t *a, const uint32_t *w, const uint32
   return (a[i] ^ w[i]) & (z ? z[i] : 0xFFFFFFFFu);
 }
 
-/* the words from `start` on, one at a time (the tail of every fast path) */
+#if !defined(BNNX_AVX512)
+/* the words from `start` on, one at a time (the tail of every fast path but AVX-512's masked loads) */
 static int32_t tail_count(const uint32_t *a, const uint32_t *w, const uint32_t *z, int32_t start, int32_t words) {
   int32_t count = 0;
   for (int32_t i = start; i < words; ++i) count += popcount32(masked(a, w, z, i));
   return count;
 }
+#endif
 
 int32_t bnnx_popcount_xor(const uint32_t *a, const uint32_t *w, const uint32_t *z, int32_t words) {
 #if defined(BNNX_AVX512)
@@ -89,29 +91,50 @@ int32_t bnnx_popcount_xor(const uint32_t *a, const uint32_t *w, const uint32_t *
 }
 
 #if defined(BNNX_AVX512)
-/* counts[i*n + j] for rows i..i+3 against rows j..j+3: 16 accumulators share each load. Named
- * registers, not arrays: GCC kept an array of accumulators on the stack (3x slower). */
-#define BNNX_ACC(r, c, ar, wc) r##c = _mm512_add_epi64(r##c, _mm512_popcnt_epi64(_mm512_xor_si512(ar, wc)))
-#define BNNX_ROW(r, ar) BNNX_ACC(r, 0, ar, w0); BNNX_ACC(r, 1, ar, w1); BNNX_ACC(r, 2, ar, w2); BNNX_ACC(r, 3, ar, w3)
-static void counts_4x4(const uint32_t *a, const uint32_t *w, int32_t words, int32_t n, int32_t *counts) {
-  __m512i p0 = _mm512_setzero_si512(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
-  __m512i r0 = p0, r1 = p0, r2 = p0, r3 = p0, s0 = p0, s1 = p0, s2 = p0, s3 = p0;
-  for (int32_t i = 0; i < words; i += 16) {
-    __mmask16 keep = words - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (words - i)) - 1u);
-    __m512i w0 = _mm512_maskz_loadu_epi32(keep, w + i), w1 = _mm512_maskz_loadu_epi32(keep, w + words + i);
-    __m512i w2 = _mm512_maskz_loadu_epi32(keep, w + 2 * (int64_t)words + i);
-    __m512i w3 = _mm512_maskz_loadu_epi32(keep, w + 3 * (int64_t)words + i);
-    __m512i a0 = _mm512_maskz_loadu_epi32(keep, a + i), a1 = _mm512_maskz_loadu_epi32(keep, a + words + i);
-    __m512i a2 = _mm512_maskz_loadu_epi32(keep, a + 2 * (int64_t)words + i);
-    __m512i a3 = _mm512_maskz_loadu_epi32(keep, a + 3 * (int64_t)words + i);
-    BNNX_ROW(p, a0);
-    BNNX_ROW(q, a1);
-    BNNX_ROW(r, a2);
-    BNNX_ROW(s, a3);
+/* 16 vectors of 8 partial sums each -> their 16 totals, in order: a transpose-and-add tree (14
+ * adds) where a horizontal reduction per vector would cost ~6 ops each. */
+static inline __m512i add_pairs(__m512i x, __m512i y) {
+  return _mm512_add_epi64(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y));
+}
+static inline __m512i add_lanes(__m512i x, __m512i y) {
+  return _mm512_add_epi64(_mm512_shuffle_i64x2(x, y, 0x88), _mm512_shuffle_i64x2(x, y, 0xDD));
+}
+static void reduce_16(const __m512i *v, int32_t *totals) {
+  __m512i s[8], t[4];
+  for (int i = 0; i < 8; ++i) s[i] = add_pairs(v[2 * i], v[2 * i + 1]);
+  for (int i = 0; i < 4; ++i) t[i] = add_lanes(s[2 * i], s[2 * i + 1]);
+  _mm256_storeu_si256((__m256i *)totals, _mm512_cvtepi64_epi32(add_lanes(t[0], t[1])));
+  _mm256_storeu_si256((__m256i *)(totals + 8), _mm512_cvtepi64_epi32(add_lanes(t[2], t[3])));
+}
+
+/* counts[i*n + j] for rows i..i+3 against rows j..j+3: 16 accumulators share each load; whole
+ * 512-bit chunks with plain loads (masked ones cost ~15 % here), the row's tail masked. */
+#define BNNX_ACC(k, ar, wc) acc[k] = _mm512_add_epi64(acc[k], _mm512_popcnt_epi64(_mm512_xor_si512(ar, wc)))
+#define BNNX_STEP_4X4(LOAD)                                                                 \
+  {                                                                                         \
+    __m512i w0 = LOAD(w + i), w1 = LOAD(w1_ + i), w2 = LOAD(w2_ + i), w3 = LOAD(w3_ + i);   \
+    for (int r = 0; r < 4; ++r) {                                                           \
+      __m512i ar = LOAD(a + r * (int64_t)words + i);                                        \
+      BNNX_ACC(4 * r, ar, w0);                                                              \
+      BNNX_ACC(4 * r + 1, ar, w1);                                                          \
+      BNNX_ACC(4 * r + 2, ar, w2);                                                          \
+      BNNX_ACC(4 * r + 3, ar, w3);                                                          \
+    }                                                                                       \
   }
-  __m512i all[16] = {p0, p1, p2, p3, q0, q1, q2, q3, r0, r1, r2, r3, s0, s1, s2, s3};
-  for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < 4; ++c) counts[(int64_t)r * n + c] = (int32_t)_mm512_reduce_add_epi64(all[4 * r + c]);
+#define BNNX_LOAD_FULL(p) _mm512_loadu_si512(p)
+#define BNNX_LOAD_TAIL(p) _mm512_maskz_loadu_epi32(keep, p)
+static void counts_4x4(const uint32_t *a, const uint32_t *w, int32_t words, int32_t n, int32_t *counts) {
+  const uint32_t *w1_ = w + words, *w2_ = w + 2 * (int64_t)words, *w3_ = w + 3 * (int64_t)words;
+  __m512i acc[16];
+  int32_t i = 0, totals[16];
+  for (int k = 0; k < 16; ++k) acc[k] = _mm512_setzero_si512();
+  for (; i + 16 <= words; i += 16) BNNX_STEP_4X4(BNNX_LOAD_FULL)
+  if (i < words) {
+    __mmask16 keep = (__mmask16)((1u << (words - i)) - 1u);
+    BNNX_STEP_4X4(BNNX_LOAD_TAIL)
+  }
+  reduce_16(acc, totals);
+  for (int r = 0; r < 4; ++r) memcpy(counts + (int64_t)r * n, totals + 4 * r, 4 * sizeof(int32_t));
 }
 #endif
 
