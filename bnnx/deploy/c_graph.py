@@ -21,7 +21,7 @@ from jax.extend.core import Primitive
 
 from bnnx.errors import ConfigError
 from bnnx.packed import kernels
-from bnnx.packed.engine import PackedModel, _Engine, _foldable, _forward, trace_links
+from bnnx.packed.engine import Engine, PackedModel, folded_links, run_engine
 from bnnx.packed.graph import MARK, equations, mark
 from bnnx.packed.layer import scaled, sums_shape, takes_bits
 
@@ -38,7 +38,7 @@ PACKED = _primitive("bnnx_c_packed", lambda x, layer, shape, bits, conv: ShapedA
     shape, jnp.int32 if bits else jnp.float32))
 
 
-class _Tracer(_Engine):
+class _Tracer(Engine):
     """The packed engine's interceptor, with each packed layer and folded link as one primitive."""
 
     def __call__(self, next_fun, args, kwargs, context):
@@ -97,11 +97,10 @@ class Program:
 def trace(model, packed: PackedModel, input_shape) -> Program:
     """The program of `model` on one example of `input_shape` (H, W, C), batch 1."""
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    links = tuple(link for link in trace_links(model, packed, x)[0] if _foldable(link, packed.folds)) \
-        if packed.folds else ()
+    links = folded_links(model, packed, x)
 
     def forward(x):
-        out = _forward(_Tracer(model, packed, links), mark(x, "input", ()))
+        out = run_engine(_Tracer(model, packed, links), mark(x, "input", ()))
         if not isinstance(out, jax.Array) or out.ndim != 2:
             raise ConfigError("C export: the model must return one (batch, classes) array of logits")
         return mark(out, "output", ())

@@ -73,7 +73,7 @@ def _evaluates_batch_norm(module, args, kwargs) -> bool:
     return running is True and module.axis in (-1, jnp.ndim(args[0]) - 1)
 
 
-class _Engine:
+class Engine:
     """The interceptor: packed layers on bits; with `links`, folded input bits from the producers'
     integer sums; with `marking`, the tags `graph.find_links` reads (and what the thresholds need)."""
 
@@ -136,23 +136,31 @@ class _Engine:
         return bits
 
 
-def _forward(engine: _Engine, x: jax.Array) -> jax.Array:
+def run_engine(engine: Engine, x: jax.Array) -> jax.Array:
+    """The model's logits with `engine` intercepting its layers (a subclass may record them)."""
     with nn.intercept_methods(engine):
         return engine.model.apply(engine.packed.variables, x, train=False)
 
 
-def trace_links(model: nn.Module, packed: PackedModel, x) -> tuple[list[Link], _Engine]:
+def trace_links(model: nn.Module, packed: PackedModel, x) -> tuple[list[Link], Engine]:
     """The links of the engine's program on inputs shaped like `x`, and the marking engine (its
     BatchNorm modules and the consumers' quantizers)."""
     engines = []
 
     def marked(packed, x):
-        engines.append(_Engine(model, packed, marking=True))
-        return _forward(engines[-1], x)
+        engines.append(Engine(model, packed, marking=True))
+        return run_engine(engines[-1], x)
 
     abstract = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))  # noqa: E731
     closed = jax.make_jaxpr(marked)(jax.tree.map(abstract, packed), abstract(x))
     return find_links(closed), engines[0]
+
+
+def folded_links(model: nn.Module, packed: PackedModel, x) -> tuple[Link, ...]:
+    """The links whose BatchNorm the export folded into thresholds, on inputs shaped like `x`."""
+    if not packed.folds:
+        return ()
+    return tuple(link for link in trace_links(model, packed, x)[0] if _foldable(link, packed.folds))
 
 
 def _foldable(link: Link, folds: dict) -> bool:
@@ -164,9 +172,7 @@ def _foldable(link: Link, folds: dict) -> bool:
 def packed_apply(model: nn.Module, packed: PackedModel, x: jax.Array) -> jax.Array:
     """Logits of `model` on `x` with its packed layers computed on bits (jit this). The layers are
     bnnx's QuantDense/QuantConv, or a `bnnx.binarize`d model's nn.Dense/nn.Conv."""
-    links = tuple(link for link in trace_links(model, packed, x)[0] if _foldable(link, packed.folds)) \
-        if packed.folds else ()
-    return _forward(_Engine(model, packed, links), x)
+    return run_engine(Engine(model, packed, folded_links(model, packed, x)), x)
 
 
 def _subtree(tree: dict, path: str):
