@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
   long xs, ws; float *x = load(argv[8], &xs); uint32_t *k = load(argv[9], &ws);
   int wc = (c + 31) / 32, conv = argv[1][0] == 'c', rows = b * h * w;
   uint8_t *bits = malloc((size_t)rows * c); uint32_t *a = malloc((size_t)rows * wc * 4);
-  int32_t *out = malloc((size_t)rows * n * 4); uint32_t *scratch = malloc((size_t)w * 9 * wc * 4);
+  int32_t *out = malloc((size_t)rows * n * 4); uint32_t *scratch = malloc(BNNX_CONV_SCRATCH_WORDS(w, 9, c, n) * 4);
   int32_t geo[8] = {3, 3, 1, 1, 1, 1, h, w};
   double *t = malloc(sizeof(double) * reps);
   for (int r = 0; r <= reps; ++r) {

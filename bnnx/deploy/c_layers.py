@@ -106,12 +106,10 @@ def packed_layer(emitter, eqn, shape) -> Value:
                                 f"{words_for(cin)}, {_ptr(out)});")
     else:
         window, strides, pads = p["conv"]
-        if window[0] * window[1] > 32:
-            raise ConfigError(f"C export: packed conv {p['layer']} has a {window[0]}x{window[1]} window "
-                              "(at most 32 taps)")
         geometry = _geometry(emitter, x.shape[1:3], window, strides, pads, shape[1:3])
         if p["bits"]:
-            scratch = emitter.buffer("i32", (shape[2] * window[0] * window[1] * words_for(cin),)).storage
+            taps = window[0] * window[1]  # the patch row, then per-(channel, tap) counts: BNNX_CONV_SCRATCH_WORDS
+            scratch = emitter.buffer("i32", (shape[2] * taps * words_for(cin) + (2 * taps + 1) * n,)).storage
             emitter.body.append(f"  bnnx_xnor_conv((const uint32_t *){a}, {x.shape[1]}, {x.shape[2]}, {cin}, "
                                 f"{words['sign']}, {nonzero}, {n}, {geometry}, (uint32_t *){scratch}, {_ptr(out)});")
         else:

@@ -21,9 +21,13 @@
 const char *bnnx_popcount_path(void) { return BNNX_PATH; }
 
 static inline int32_t popcount32(uint32_t v) {
+#if defined(__GNUC__) && (defined(__POPCNT__) || defined(__ARM_NEON))
+  return __builtin_popcount(v); /* one instruction (x86 POPCNT) or a short vcnt sequence */
+#else
   v = v - ((v >> 1) & 0x55555555u);
   v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
   return (int32_t)((((v + (v >> 4)) & 0x0F0F0F0Fu) * 0x01010101u) >> 24);
+#endif
 }
 
 static inline uint32_t masked(const uint32_t *a, const uint32_t *w, const uint32_t *z, int32_t i) {
@@ -204,12 +208,37 @@ static int tap_inside(const int32_t *geo, int32_t h, int32_t w, int32_t oy, int3
   return iy >= 0 && iy < h && ix >= 0 && ix < w;
 }
 
+/* popcount(kernel tap AND nonzero tap) and the tap's nonzero count, per (output channel, tap) */
+static void tap_counts(const uint32_t *kernel, const uint32_t *nonzero, int32_t n, int32_t taps, int32_t wc,
+                       int32_t cin, int32_t *count, int32_t *length) {
+  for (int32_t j = 0; j < n; ++j)
+    for (int32_t t = 0; t < taps; ++t) {
+      int64_t at = ((int64_t)j * taps + t) * wc;
+      int32_t c = 0, l = nonzero ? 0 : cin;
+      for (int32_t i = 0; i < wc; ++i) {
+        uint32_t z = nonzero ? nonzero[at + i] : 0xFFFFFFFFu;
+        c += popcount32(kernel[at + i] & z);
+        if (nonzero) l += popcount32(z);
+      }
+      count[(int64_t)j * taps + t] = c;
+      length[(int64_t)j * taps + t] = l;
+    }
+}
+
 /* Padding contributes 0 to the float conv, so a padded tap is taken off again: its words are 0
- * in the patch, adding popcount(w_tap AND z_tap) to the count and its ones to the length. */
+ * in the patch, adding popcount(w_tap AND z_tap) to the count and its ones to the length. Those
+ * per-tap counts are computed once per call, into the scratch after the patch rows. */
 void bnnx_xnor_conv(const uint32_t *a, int32_t h, int32_t w, int32_t cin, const uint32_t *kernel,
                     const uint32_t *nonzero, int32_t n, const int32_t *geo, uint32_t *scratch, int32_t *out) {
   int32_t kh = geo[0], kw = geo[1], ho = geo[6], wo = geo[7], wc = (cin + 31) / 32, taps = kh * kw;
   int32_t row = taps * wc;
+  int32_t *tap_count = (int32_t *)(scratch + (int64_t)wo * row), *tap_length = tap_count + (int64_t)n * taps;
+  int32_t *full_length = tap_length + (int64_t)n * taps;
+  tap_counts(kernel, nonzero, n, taps, wc, cin, tap_count, tap_length);
+  for (int32_t j = 0; j < n; ++j) {
+    full_length[j] = 0;
+    for (int32_t t = 0; t < taps; ++t) full_length[j] += tap_length[(int64_t)j * taps + t];
+  }
   for (int32_t oy = 0; oy < ho; ++oy) {
     for (int32_t ox = 0; ox < wo; ++ox)
       for (int32_t t = 0; t < taps; ++t) {
@@ -224,22 +253,17 @@ void bnnx_xnor_conv(const uint32_t *a, int32_t h, int32_t w, int32_t cin, const 
     int32_t *counts = out + (int64_t)oy * wo * n;
     xor_counts(scratch, wo, kernel, nonzero, n, row, counts);
     for (int32_t ox = 0; ox < wo; ++ox) {
-      uint32_t padded = 0; /* taps of this output on the padding (a window has at most 32 taps here) */
-      for (int32_t t = 0; t < taps && t < 32; ++t)
-        if (!tap_inside(geo, h, w, oy, ox, t / kw, t % kw)) padded |= 1u << t;
+      /* the window is a rectangle: inside when its first and last taps are */
+      int inside = tap_inside(geo, h, w, oy, ox, 0, 0) && tap_inside(geo, h, w, oy, ox, kh - 1, kw - 1);
       for (int32_t j = 0; j < n; ++j) {
-        const uint32_t *kj = kernel + (int64_t)j * row, *zj = nonzero ? nonzero + (int64_t)j * row : 0;
-        int32_t valid = zj ? ones(zj, row) : taps * cin, count = counts[(int64_t)ox * n + j];
-        for (int32_t t = 0; padded && t < taps; ++t) {
-          if (!(padded >> t & 1u)) continue;
-          for (int32_t i = 0; i < wc; ++i) {
-            uint32_t zi = zj ? zj[t * wc + i] : 0xFFFFFFFFu;
-            count -= popcount32(kj[t * wc + i] & zi);
-            if (zj) valid -= popcount32(zi);
+        const int32_t *tc = tap_count + (int64_t)j * taps, *tl = tap_length + (int64_t)j * taps;
+        int32_t count = counts[(int64_t)ox * n + j], length = full_length[j];
+        for (int32_t t = 0; !inside && t < taps; ++t)
+          if (!tap_inside(geo, h, w, oy, ox, t / kw, t % kw)) {
+            count -= tc[t];
+            length -= tl[t];
           }
-          if (!zj) valid -= cin;
-        }
-        counts[(int64_t)ox * n + j] = valid - 2 * count;
+        counts[(int64_t)ox * n + j] = length - 2 * count;
       }
     }
   }

@@ -10,6 +10,7 @@
  * popcount: a portable path, and fast paths chosen by the compiler's own macros: AVX-512
  * VPOPCNTDQ (__AVX512VPOPCNTDQ__), AVX2 (__AVX2__, nibble lookup), ARM NEON (__ARM_NEON, vcnt),
  * __builtin_popcountll (__GNUC__). Geometry arrays `geo` are {kh, kw, sh, sw, pad_top, pad_left, ho, wo}.
+ * bnnx_xnor_conv's `scratch` holds wo*kh*kw*ceil(cin/32) + (2*kh*kw + 1)*N words (BNNX_CONV_SCRATCH_WORDS).
  */
 #ifndef BNNX_RUNTIME_H
 #define BNNX_RUNTIME_H
@@ -45,6 +46,7 @@ void bnnx_fold_bits(const int32_t *sums, int32_t rows, int32_t channels, const i
                     const int32_t *threshold, uint8_t *bits);
 void bnnx_xnor_dense(const uint32_t *a, int32_t m, const uint32_t *w, const uint32_t *nonzero, int32_t n,
                      int32_t words, int32_t k, int32_t *out);
+#define BNNX_CONV_SCRATCH_WORDS(wo, taps, cin, n) ((int64_t)(wo) * (taps) * (((cin) + 31) / 32) + (2 * (int64_t)(taps) + 1) * (n))
 void bnnx_xnor_conv(const uint32_t *a, int32_t h, int32_t w, int32_t cin, const uint32_t *kernel,
                     const uint32_t *nonzero, int32_t n, const int32_t *geo, uint32_t *scratch, int32_t *out);
 void bnnx_select_dense(const float *x, int32_t m, int32_t k, const uint32_t *w, const uint32_t *nonzero,
