@@ -19,9 +19,11 @@ from bnnx.interop.keras_graph import KerasGraph
 from bnnx.interop.larq_import import import_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "larq"
-MODELS = ("docs_mnist", "digits_quantizers", "digits_mlp", "birealnet", "resnet_e18", "quicknet")
+MODELS = ("docs_mnist", "digits_quantizers", "digits_mlp", "birealnet", "resnet_e18", "quicknet", "larq_guide",
+          "layer_tour", "mlp_activations", "densenet28")
 QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # halves compile
-FILES = ("docs_mnist.h5", "digits_quantizers.keras", "birealnet.h5", "resnet_e18.keras", "quicknet.h5")
+FILES = ("docs_mnist.h5", "digits_quantizers.keras", "birealnet.h5", "resnet_e18.keras", "quicknet.h5",
+         "larq_guide.keras", "layer_tour.h5", "mlp_activations.keras", "densenet28.h5")
 
 
 def fixture(name: str):
@@ -63,6 +65,34 @@ def test_the_quantizer_tour_maps_each_larq_quantizer():
     assert [n["scaling"] for n in convs] == ["none", "mean_abs", "none"]  # magnitude_aware_sign
     assert convs[1]["pad_value"] == 1.0 and convs[2]["kernel_quantizer"]["args"] == {"clip": 1.25}
     assert [n["epsilon"] for n in graph if n["op"] == "batch_norm"] == [1e-3, 1e-3, 1e-5, 1e-3]
+
+
+def test_the_user_guide_variants_map_larqs_quantizer_objects():
+    """Objects with arguments, TWN's whole-kernel threshold fixed at import, and larq's |x| = Δ → ±1."""
+    graph, variables, _ = import_model(read_keras_file(FIXTURES / "larq_guide.keras"))
+    weights = {n["name"]: n for n in graph if n["op"] in ("conv", "dense")}
+    specs = [(n["input_quantizer"] or {}).get("name") for n in weights.values()]
+    assert specs == [None, "sign_ste", "approx_sign", "swish_sign", "sign_ste", "ternary", "sign_ste"]
+    first, _, magnitude, swish, depthwise, tern, twn = weights.values()
+    assert first["kernel_quantizer"]["args"] == {"clip": 1.3} and first["use_bias"]
+    assert (magnitude["scaling"], swish["input_quantizer"]["args"], swish["padding"]) == ("mean_abs", {"beta": 3.0},
+                                                                                          "VALID")
+    assert (depthwise["groups"], depthwise["pad_value"]) == (16, 1.0)
+    assert tern["input_quantizer"]["args"]["threshold"] == np.nextafter(np.float32(0.1), np.float32(0))
+    kernel = variables["params"][twn["name"]]["kernel"]
+    np.testing.assert_allclose(twn["kernel_quantizer"]["args"]["threshold"], 0.7 * np.abs(kernel).mean(), rtol=1e-6)
+
+
+def test_functions_serialized_by_name_are_mapped():
+    """Keras writes plain functions (larq's hard_tanh, larq-zoo's xnor_weight_scale) as
+    {"class_name": "function", "config": NAME} in both formats."""
+    graph = import_model(read_keras_file(FIXTURES / "mlp_activations.h5"))[0]
+    assert [n.get("activation") for n in graph if n["op"] in ("dense", "activation")] == \
+        ["hard_tanh", "linear", "leaky_tanh", "linear"]  # the final softmax dropped
+    graph, variables, _ = import_model(read_keras_file(FIXTURES / "layer_tour.keras"))
+    xnor = next(n for n in graph if n.get("scaling") == "mean_abs")
+    assert np.abs(variables["params"][xnor["name"]]["kernel"]).max() <= 1.0  # clipped as xnor_weight_scale does
+    assert {n["op"] for n in graph} >= {"rescale", "pad", "prelu", "concat", "add", "global_avg_pool", "reshape"}
 
 
 def test_import_predict_export_end_to_end(run_cli, tmp_path):
@@ -138,8 +168,12 @@ def _edited(tmp_path: Path, edit) -> Path:
 
 
 def _set(index: int, key: str, value):
+    return _update(index, **{key: value})
+
+
+def _update(index: int, **values):
     def edit(layers):
-        layers[index]["config"][key] = value
+        layers[index]["config"].update(values)
     return edit
 
 
@@ -148,8 +182,16 @@ def _set(index: int, key: str, value):
     (_set(4, "input_quantizer", "ste_heaviside"), "SteHeaviside outputs {0, 1}"),
     (_set(4, "input_quantizer", "magnitude_aware_sign"), "as an input quantizer is not expressible"),
     (_set(4, "dilation_rate", [2, 2]), "dilated convolutions are not supported"),
-    (_set(4, "kernel_quantizer", {"class_name": "SteTern", "config": {"ternary_weight_networks": True}}),
-     "ternary_weight_networks"),
+    (_set(4, "input_quantizer", {"class_name": "SteTern", "config": {"ternary_weight_networks": True}}),
+     "its threshold depends on each batch"),
+    (_set(4, "kernel_quantizer", {"class_name": "function", "config": "magnitude_aware_sign_unclipped"}),
+     "one mean|w| per tensor"),
+    (_set(4, "input_quantizer", {"class_name": "function", "config": "my_sign"}), "unknown larq quantizer 'my_sign'"),
+    (_update(4, padding="same", pad_values=1.0, input_quantizer={"class_name": "SteTern",
+                                                                  "config": {"threshold_value": 1.5}}),
+     "pad_values=1.0 is not supported with this input quantizer"),
+    (lambda layers: layers.insert(2, {"class_name": "Lambda", "config": {"name": "f"}}), "Python code"),
+    (lambda layers: layers.__delitem__(slice(9, None)), "outputs (N, 3, 3, 64), not (N, classes) logits"),
     (_set(1, "activation", "selu"), "activation 'selu' is not supported"),
     (lambda layers: layers.insert(2, {"class_name": "LSTM", "config": {"name": "lstm"}}), "LSTM is not supported"),
 ])

@@ -74,7 +74,7 @@ def larq(
     from bnnx.train.imported import write_imported_run
 
     graph, variables, shape = import_model(read_keras_file(model_file))
-    name, image_size = choose_dataset(shape, output_classes(graph, variables), dataset)
+    name, image_size = choose_dataset(shape, output_classes(graph, variables, shape), dataset)
     overrides = ["method=ste", f"dataset={name}", f"out_dir={out_dir}"]
     config = compose_config(overrides + ([f"dataset.image_size={image_size}"] if image_size else []))
     model = ModelConfig(name="external", target=TARGET, options={"graph": json.dumps(graph)})

@@ -34,6 +34,15 @@ ACTIVATIONS = {
     "sigmoid": nn.sigmoid,
     "hard_tanh": lambda x: jnp.clip(x, -1.0, 1.0),  # larq.activations.hard_tanh
     "leaky_relu": lambda x: nn.leaky_relu(x, 0.2),  # Keras' default alpha for the string
+    "leaky_tanh": lambda x: (jnp.clip(x, -1.0, 1.0) + (jnp.maximum(x, 1.0) - 1.0) * 0.2  # larq.activations
+                             + (jnp.minimum(x, -1.0) + 1.0) * 0.2),
+    "hard_sigmoid": lambda x: jnp.clip(x * 0.2 + 0.5, 0.0, 1.0),  # Keras 2's
+    "swish": nn.silu,
+    "silu": nn.silu,
+    "elu": nn.elu,
+    "gelu": lambda x: nn.gelu(x, approximate=False),  # Keras' default
+    "softplus": nn.softplus,
+    "softsign": nn.soft_sign,
 }
 
 
@@ -54,6 +63,17 @@ def same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
     """TF's SAME: output ceil(size/stride), the odd pixel of padding at the end."""
     total = max((math.ceil(size / stride) - 1) * stride + window - size, 0)
     return total // 2, total - total // 2
+
+
+class PReLU(nn.Module):
+    """Keras' PReLU: relu(x) − α·relu(−x), α of the layer's shape (1 along its shared_axes)."""
+
+    alpha_shape: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, x):
+        alpha = self.param("alpha", nn.initializers.constant(0.25), self.alpha_shape)
+        return nn.relu(x) - alpha * nn.relu(-x)
 
 
 class KerasGraph(nn.Module):
@@ -85,14 +105,33 @@ class KerasGraph(nn.Module):
             return ACTIVATIONS[node["activation"]](x)
         if op in ("max_pool", "avg_pool"):
             return self._pool(node, x)
-        if op == "global_avg_pool":
-            return jnp.mean(x, axis=(1, 2))
+        if op in ("global_avg_pool", "global_max_pool"):
+            reduce = jnp.mean if op == "global_avg_pool" else jnp.max
+            return reduce(x, axis=(1, 2), keepdims=bool(node.get("keepdims")))
         if op == "flatten":
             return x.reshape(x.shape[0], -1)
         if op == "reshape":
             return x.reshape(x.shape[0], *node["shape"])
+        return self._elementwise(node, inputs)
+
+    def _elementwise(self, node: dict, inputs: list):
+        op, x = node["op"], inputs[0]
         if op == "add":
             return sum(inputs[1:], inputs[0])
+        if op == "multiply":
+            return math.prod(inputs[1:], start=inputs[0])
+        if op == "concat":
+            return jnp.concatenate(inputs, axis=-1)
+        if op == "pad":
+            return jnp.pad(x, ((0, 0), *node["pads"], (0, 0)))
+        if op == "prelu":
+            return PReLU(tuple(node["alpha_shape"]), name=node["name"])(x)
+        if op == "leaky_relu":
+            return nn.leaky_relu(x, node["alpha"])
+        if op == "rescale":
+            return x * jnp.asarray(node["scale"], x.dtype) + jnp.asarray(node["offset"], x.dtype)
+        if op == "normalize":
+            return (x - jnp.asarray(node["mean"], x.dtype)) / jnp.asarray(node["std"], x.dtype)
         if op == "identity":
             return x
         raise ValueError(f"unknown graph op {op!r}")  # the importer writes only the ops above
