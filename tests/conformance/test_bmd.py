@@ -7,16 +7,27 @@ its official code, kartikgupta-at-anu/md-bnn (MD-tanh-S: methods/tanh_projn.py w
 
 with β and the lr multiplied after every iteration t with t mod k = 0 (the loop below is
 md-bnn's: `if iters % beta_interval == 0: beta *= beta_scale`, then the StepLR step), and sign(w̃)
-at evaluation (`doround`). No PyTorch fixture: md-bnn is Python 2 code for PyTorch 0.4 that a
-current interpreter cannot import, so its loop is transcribed here instead.
+at evaluation (`doround`).
+
+The last test compares with md-bnn itself: tests/fixtures/bmd_trajectory.npz was recorded once by
+tests/fixtures/make_bmd_fixture.py, which runs md-bnn's own tanh_projn.setup_and_run (its
+Python 2 print statements rewritten as calls at load time, and one `view` that current PyTorch
+refuses in its accuracy helper made a `reshape`) under current PyTorch on a CPU, for a tiny MLP in
+md-bnn's conventions (every parameter through tanh, BatchNorm without affine parameters, ReLU).
 """
 
 from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from bnnx.data.base import normalizer
+from bnnx.methods.base import scheduled_values
 
 from . import _reference_b as ref
 
@@ -106,3 +117,73 @@ def test_bmd_evaluates_the_signs(trained, digits):
     expected, _ = ref.mlp_forward(params, x, seen, BINARY, stats=running)
     logits = experiment.model.apply(state.variables(), experiment.dataset.normalize(data[0][0][0]), train=False)
     np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-5, rtol=1e-5)
+
+
+# Against md-bnn itself (MD-tanh-S, `--tanh --full-ste`): the fixture's 12 iterations, lr 0.01 ×0.3
+# every 5, β 1 ×2 every 4 (train_scripts/cifar10resnet18.sh's flags with the schedule scaled).
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "bmd_trajectory.npz"
+MD_BNN = ["model.hidden=[8,8]", "model.activation=relu", "model.real_roles=[]", "model.binary_activations=false",
+          "epochs=3", "method.lr=0.01", "method.schedule=md_bnn", "method.lr_decay=0.3", "method.lr_every=5",
+          "method.beta_end=null", "method.beta0=1", "method.beta_growth=2", "method.beta_every=4"]
+
+
+def md_bnn_fixture():
+    with np.load(FIXTURE) as data:
+        return {key: data[key] for key in data.files}
+
+
+def run_from_md_bnn_fixture(digits, fixture, *overrides):
+    """bnnx from md-bnn's initial weights on its batches: per iteration the β its runtime writes
+    into each layer, the lr and the dual weights after the step (torch layout).
+
+    Every layer's kernel goes through tanh (md-bnn maps every parameter: model.real_roles=[]) and
+    activations stay real; md-bnn's BatchNorm has no affine parameters, so bnnx's BN scale and bias
+    are held at 1 and 0 through the train state's trainable mask."""
+    from bnnx.config.compose import compose_config
+    from bnnx.train.experiment import build_experiment
+
+    pixels, labels = fixture["pixels"], fixture["labels"]
+    dataset = dataclasses.replace(digits, normalize=normalizer([float(fixture["mean"])], [float(fixture["std"])],
+                                                              scale=float(fixture["scale"])))
+    config = compose_config(["method=bmd", "model=mlp", *MD_BNN, *overrides, "dataset=digits",
+                             f"batch_size={dataset.num_train // pixels.shape[1]}"])
+    experiment = build_experiment(config, dataset=dataset)
+    state = experiment.state
+    params = {name: dict(layer) for name, layer in state.params.items()}
+    trainable = {name: dict(layer) for name, layer in state.trainable.items()}
+    for i in range(3):
+        params[f"QuantDense_{i}"]["kernel"] = fixture[f"weight{i}"][0].T.copy()
+        np.testing.assert_array_equal(params[f"BatchNorm_{i}"]["scale"], 1.0)
+        np.testing.assert_array_equal(params[f"BatchNorm_{i}"]["bias"], 0.0)
+        trainable[f"BatchNorm_{i}"] = jax.tree.map(jnp.zeros_like, trainable[f"BatchNorm_{i}"])
+    state = experiment.recipe.prepare(state.replace(params=params, trainable=trainable))
+    runtime = jax.jit(experiment.recipe.runtime)
+    betas, lrs, weights = [], [], []
+    for epoch in range(pixels.shape[0]):
+        state = experiment.recipe.on_epoch(state, epoch)
+        for step in range(pixels.shape[1]):
+            quant = runtime(state.quant, state.step)
+            betas.append([float(quant[f"QuantDense_{i}"]["beta"]) for i in range(3)])
+            images = pixels[epoch, step].reshape(-1, 8, 8, 1).astype(np.float32)
+            state = ref.step(experiment, state, (images, labels[epoch, step].astype(np.int32),
+                                                 np.ones(len(images), np.float32)))
+            lrs.append(scheduled_values(state.opt_state)["lr"])
+            weights.append([np.asarray(state.params[f"QuantDense_{i}"]["kernel"]).T for i in range(3)])
+    return betas, lrs, weights
+
+
+def test_md_tanh_s_follows_md_bnn(digits):
+    """md-bnn's MD-tanh-S from the same weights on the same batches: every layer's β and the lr
+    of each iteration (across three β and two lr steps), and every dual weight after every
+    iteration within 1e−5 (tanh(β·w̃) forward, the gradient w.r.t. it applied to w̃, Adam)."""
+    fixture = md_bnn_fixture()
+    betas, lrs, weights = run_from_md_bnn_fixture(digits, fixture)
+    assert fixture["beta"].tolist() == [1, 2, 2, 2, 2, 4, 4, 4, 4, 8, 8, 8]
+    np.testing.assert_allclose(betas, np.repeat(fixture["beta"][:, None], 3, 1), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(lrs, fixture["lr"], rtol=1e-6, atol=0)
+    assert len(weights) == len(fixture["weight0"]) - 1
+    for t, ours in enumerate(weights):
+        for i in range(3):
+            np.testing.assert_allclose(ours[i], fixture[f"weight{i}"][t + 1], atol=1e-5, rtol=0,
+                                       err_msg=f"iteration {t} weight{i}")

@@ -2,13 +2,24 @@
 
 Driven through bnnx's public API: the sweep file's paper preset composed as `bnnx train` composes
 it, the built experiment's epoch hook and jitted train step, from the same weights and batches.
+
+The last two tests compare with the official code itself, through a trajectory it recorded once
+under PyTorch (tests/fixtures/ilb_trajectory.npz, made by tests/fixtures/make_ilb_fixture.py).
+That recording runs train.train's epoch loop without its per-epoch evaluation: the official
+test_epoch overwrites the latent weights with the last training forward's weights (the epoch's
+last update undone, a binary layer's latent weights set to ±1), which bnnx does not do (see the
+script's docstring).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from bnnx.data.base import normalizer
 from bnnx.methods.base import scheduled_values
 from bnnx.sweeps.parse import load_spec
 
@@ -224,3 +235,89 @@ def test_cli_ilb_with_inner_rpr_keeps_the_partition(run_cli, tmp_path, digits):
         mask, trainable = np.asarray(tree["quant"][name]["kernel_mask"]), np.asarray(tree["trainable"][name]["kernel"])
         assert mask.shape == trainable.shape and mask.sum() == int(np.floor(0.75 * mask.size + 0.5))
         np.testing.assert_array_equal(trainable, 1 - mask)
+
+
+# Against the official code itself: tests/fixtures/ilb_trajectory.npz, recorded once by
+# tests/fixtures/make_ilb_fixture.py running rakutentech/iterative_training's own Mlp3Binary,
+# binarize_layer, optimizer set-up (main.add_optimizer_scheduler, train.train's Adam) and
+# train.train_epoch under PyTorch on a CPU: 64-8-8-10, 6 epochs of 2 steps, 2 epochs per layer.
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "ilb_trajectory.npz"
+OFFICIAL = ["model=mlp", "model.hidden=[8,8]", "epochs=6", "method.epochs_per_layer=2"]
+
+
+def official_fixture():
+    with np.load(FIXTURE) as data:
+        return {key: data[key] for key in data.files}
+
+
+def fixture_experiment(fixture, digits, *overrides):
+    """The experiment `bnnx train OVERRIDES` builds, on a data set that normalizes pixels as the
+    fixture's official run did, (p / 16 − 0.1307) / 0.3081, two steps per epoch."""
+    dataset = dataclasses.replace(digits, normalize=normalizer([float(fixture["mean"])], [float(fixture["std"])],
+                                                              scale=float(fixture["scale"])))
+    return ref.build(*overrides, dataset=dataset)
+
+
+def run_from_fixture(experiment, fixture):
+    """bnnx from the fixture's initial weights on its batches: per epoch the binary layers (as a
+    mask over the order) and the lr, and the kernels (torch layout) and BN parameters after every step."""
+    state = experiment.state
+    params = {name: dict(layer) for name, layer in state.params.items()}
+    for i in range(ref.layer_count(state)):
+        params[f"QuantDense_{i}"]["kernel"] = fixture[f"weight{i}"].T.copy()
+        params[f"BatchNorm_{i}"]["scale"] = fixture[f"bn_weight{i}"].copy()
+        params[f"BatchNorm_{i}"]["bias"] = fixture[f"bn_bias{i}"].copy()
+    state = experiment.recipe.prepare(state.replace(params=params))
+    pixels, labels = fixture["pixels"], fixture["labels"]
+    binary, lrs, steps = [], [], []
+    keys = (("weight", "QuantDense", "kernel"), ("bn_weight", "BatchNorm", "scale"), ("bn_bias", "BatchNorm", "bias"))
+    for epoch in range(pixels.shape[0]):
+        state = experiment.recipe.on_epoch(state, epoch)
+        masks = ref.precision_masks(state)
+        binary.append([bool(np.all(masks[i] == 1)) for i in range(3)])
+        for step in range(pixels.shape[1]):
+            images = pixels[epoch, step].reshape(-1, 8, 8, 1).astype(np.float32)
+            batch = (images, labels[epoch, step].astype(np.int32), np.ones(len(images), np.float32))
+            state, _ = experiment.train_step(state, batch, experiment.loss)
+            steps.append({key: [np.asarray(state.params[f"{layer}_{i}"][name]) for i in range(3)]
+                          for key, layer, name in keys})
+        lrs.append(scheduled_values(state.opt_state)["lr"])
+    return binary, lrs, steps
+
+
+def assert_follows_official(fixture, kind, binary, lrs, steps):
+    np.testing.assert_array_equal(np.array(binary), fixture[f"{kind}_binary"])
+    np.testing.assert_allclose(lrs, fixture[f"{kind}_lr"], rtol=1e-6, atol=0)
+    assert len(steps) == len(fixture[f"{kind}_weight0"])
+    for t, ours in enumerate(steps):
+        for key in ("weight", "bn_weight", "bn_bias"):
+            for i in range(3):
+                want = fixture[f"{kind}_{key}{i}"][t]
+                got = ours[key][i].T if key == "weight" else ours[key][i]
+                np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=f"{kind} step {t + 1} {key}{i}")
+
+
+def test_mlp_paper_preset_follows_the_official_code(digits):
+    """The MNIST MLP's paper preset (Adam, constant lr 0.1, no weight decay, no clip, no gate)
+    against the official code's own run: the same layer turns binary before the same epoch, the
+    lr is the same, and every weight after every step agrees within 1e−5."""
+    fixture = official_fixture()
+    experiment = fixture_experiment(fixture, digits, *paper_overrides("forward/mlp_mnist"), *OFFICIAL)
+    binary, lrs, steps = run_from_fixture(experiment, fixture)
+    assert fixture["adam_binary"].sum(1).tolist() == [1, 1, 2, 2, 3, 3]
+    assert max(np.abs(w).max() for w in steps[-1]["weight"]) > 1.0  # latent weights beyond ±1 keep moving
+    assert_follows_official(fixture, "adam", binary, lrs, steps)
+
+
+def test_resnet20_optimizer_follows_the_official_code(digits):
+    """The paper preset's ResNet-20 optimizer (SGD 0.1, momentum 0.9, weight decay 1e−4, lr ×0.1 at
+    milestones) on the same MLP against the official add_optimizer_scheduler's SGD and MultiStepLR
+    (milestones [3, 5] of 6 epochs, stepped before each epoch): lr per epoch and every step's weights."""
+    fixture = official_fixture()
+    overrides = [o for o in paper_overrides("forward/resnet20_cifar10") if not o.startswith(("model", "dataset"))]
+    experiment = fixture_experiment(fixture, digits, *overrides, *OFFICIAL, "model.activation=relu",
+                                    "method.lr_milestones=[0.5,0.8333333333333334]")
+    binary, lrs, steps = run_from_fixture(experiment, fixture)
+    assert fixture["sgd_lr"] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert_follows_official(fixture, "sgd", binary, lrs, steps)
