@@ -51,7 +51,9 @@ def evaluate_checkpoint(config, run_dir: Path | str, dataset=None) -> dict:
     checkpoints = Checkpoints(run_dir)
     if not checkpoints.exists():
         raise CheckpointError(f"run {run_dir} has no checkpoint")
-    template = dataclasses.replace(config, out_dir=None, resume=False, distill=DistillConfig())
+    # a template the checkpoint fills: no teacher, and no init_from run to read (it may be gone)
+    template = dataclasses.replace(config, out_dir=None, resume=False, distill=DistillConfig(),
+                                   method=dataclasses.replace(config.method, init_from=None))
     experiment = build_experiment(template, run_dir=run_dir, dataset=dataset)
     try:
         state, _ = checkpoints.restore(experiment.state)

@@ -124,8 +124,9 @@ def test_import_predict_export_end_to_end(run_cli, tmp_path):
 
 
 def test_training_starts_from_the_import(run_cli, tmp_path):
-    """method.init_from= takes the imported run (larq's weights exactly, as RPR's start), and the
-    imported architecture trains under bnnx (STE, 3 epochs on digits: well above chance)."""
+    """method.init_from= takes the imported run (larq's weights exactly, as any method's start; the
+    fine-tuning itself: tests/test_init_from.py), and the imported architecture trains under bnnx
+    (STE, 3 epochs on digits: well above chance)."""
     import dataclasses
 
     from bnnx.config.compose import compose_config
@@ -138,7 +139,7 @@ def test_training_starts_from_the_import(run_cli, tmp_path):
     imported = tmp_path / "imported"
     assert run_cli("import", "larq", str(FIXTURES / "digits_mlp.h5"), str(imported))[0] == 0
     model_config = RunDir(imported).config().model
-    config = compose_config(["method=rpr", f"method.init_from={imported}"])
+    config = compose_config(["method=bop", f"method.init_from={imported}"])
     config = dataclasses.replace(config, model=model_config)
     dataset = shape_only(config.dataset)
     model = build_model(config.trained_model, dataset.num_classes)

@@ -92,7 +92,8 @@ def restore_run(config, run_dir: Path, dataset=None):
     check(checkpoints.exists(), f"{run_dir} has no checkpoint: kernel patterns and QBN need trained weights",
           CheckpointError)
     # the run's own folder, so what its method saved there (ILB's sensitivity.json) is reused
-    experiment = build_experiment(config, run_dir=run_dir, dataset=dataset, train_run=train)
+    template = dataclasses.replace(config, method=dataclasses.replace(config.method, init_from=None))  # filled below
+    experiment = build_experiment(template, run_dir=run_dir, dataset=dataset, train_run=train)
     try:
         state, _ = checkpoints.restore(experiment.state)
     finally:

@@ -41,6 +41,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No epoch lines and no progress bar."),
 ):
     from bnnx.errors import ConfigError
+    from bnnx.train.init_from import inherit_model
     from bnnx.train.rundir import resolve_resume
 
     overrides = list(overrides or [])
@@ -49,7 +50,7 @@ def train(
             raise ConfigError(f"unknown --cfg '{cfg}'; valid options: job")
         typer.echo(config_yaml(overrides))
         return
-    config = resolve_resume(compose_config(overrides), overrides)
+    config = inherit_model(resolve_resume(compose_config(overrides), overrides), overrides)
     from bnnx.train.loop import train as run_training
 
     result = run_training(config, quiet=quiet)

@@ -98,6 +98,9 @@ class MethodConfig:
 
     lr: float = setting(1e-3, gt=0)
     schedule: str = setting("cosine", choices=SCHEDULES)
+    # a run folder (trained, or written by `bnnx import`) whose params and batch statistics the run
+    # starts from, whatever the method (bnnx.train.init_from); null: the model's own initialisation
+    init_from: str | None = None
 
     def __post_init__(self):
         validate(self, "method")
@@ -237,6 +240,7 @@ def make_inner(name: str, values: dict | None, key: str = "method.inner") -> Met
     cls = method_class(name)
     values = dict(values or {})
     fields = [f.name for f in dataclasses.fields(cls)]
+    check("init_from" not in values, f"{key}_config.init_from: set method.init_from, the run's start, instead")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key '{key}_config.{unknown[0]}'; valid keys: {', '.join(fields)}")

@@ -24,9 +24,10 @@ so a weight relaxed later starts from moments gathered while it was frozen. `hol
 constrained weight's moments are masked like its update (neither updated nor used) and resume,
 when it is relaxed again, as they were when it was last relaxed.
 
-Start from a full-precision run (`init_from`) or from scratch: either way each filter is
-first rescaled, w ← w / ŝ with ŝ = argmin_s ‖w − s·q(w/s)‖₂ (paper eq. 4; 1000-point grid
-on [0, max|w|], then Nelder–Mead), so that the quantization levels fit the weights.
+Start from a full-precision run (`method.init_from`, as every method can) or from scratch:
+either way each filter is first rescaled, w ← w / ŝ with ŝ = argmin_s ‖w − s·q(w/s)‖₂ (paper
+eq. 4; 1000-point grid on [0, max|w|], then Nelder–Mead), so that the quantization levels fit
+the weights.
 """
 
 from __future__ import annotations
@@ -109,7 +110,6 @@ class RPR(MethodConfig):
     final_fraction: float = setting(0.27, ge=0, le=1)  # of the run at FF = 1, real parameters only (paper: 30 of 112)
     # of each later FF phase, then lr ×0.1 (paper: after 10 of 15 epochs)
     lr_drop_at: float = setting(2 / 3, ge=0, le=1)
-    init_from: str | None = None  # run dir of a finished full-precision run
     frozen_moments: str = setting("accumulate", choices=FROZEN_MOMENTS)  # Adam's moments of constrained weights
 
     def __post_init__(self):
@@ -161,12 +161,9 @@ class RPR(MethodConfig):
 
     def build(self, ctx: MethodContext) -> Recipe:
         lr = self.phase_lr_schedule(ctx.epochs, ctx.steps_per_epoch)
-        start = ctx.services.load_run_variables(self.init_from)[0] if self.init_from else None
         labels = flat(ctx.labels)
 
-        def prepare(state):
-            if start is not None:
-                state = state.replace(params=start["params"], batch_stats=start["batch_stats"])
+        def prepare(state):  # state holds the init_from run's variables, if any (bnnx.train.init_from)
             params = {p: rescale_filters(w, self.levels) if labels[p] == "binary" else w
                       for p, w in flat(state.params).items()}
             return state.replace(params=unflat(params))

@@ -14,6 +14,7 @@ from bnnx.layers import LayerRecord, param_labels, record_layers
 from bnnx.methods.base import MethodContext, Recipe
 from bnnx.models import build_model
 from bnnx.models.external import check_trains, user_errors
+from bnnx.train.init_from import start_variables
 from bnnx.train.losses import CrossEntropy
 from bnnx.train.services import RunServices
 from bnnx.train.state import TrainState, create_state, init_variables
@@ -32,6 +33,7 @@ class Experiment:
     loss: Any
     train_step: Callable
     eval_step: Callable
+    start: dict | None = None  # the run it starts from (`method.init_from`), as summary.json records it
 
     @property
     def steps_per_epoch(self) -> int:
@@ -60,6 +62,7 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
         variables = init_variables(model, example, config.seed)
         if config.trained_model.name == "external":
             check_trains(model, variables, example)
+    variables, start = start_variables(config, dataset, variables, run_dir)
     context = MethodContext(
         layers=layers, labels=param_labels(variables["params"], variables.get("quant", {})),
         steps_per_epoch=dataset.steps_per_epoch(config.batch_size), epochs=config.epochs, seed=config.seed,
@@ -70,7 +73,7 @@ def build_experiment(config: TrainConfig, run_dir: Path | None = None, dataset=N
     return Experiment(config, dataset, model, layers, recipe, state, loss,
                       make_train_step(dataset.normalize, dataset.augment if config.dataset.augment else None,
                                       recipe.runtime),
-                      make_eval_step(dataset.normalize, recipe.runtime))
+                      make_eval_step(dataset.normalize, recipe.runtime), start)
 
 
 def build_loss(config: TrainConfig, dataset):

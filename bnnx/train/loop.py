@@ -291,6 +291,8 @@ class Trainer:
                               parameters=run_precision(member.exp.layers, config.trained_model, state.params,
                                                        state.quant), versions=self.versions,
                               warnings=list(member.warnings))
+        if member.exp.start:  # the run it started from (method.init_from)
+            summary["init_from"] = member.exp.start
         if len(self.members) > 1:  # its times are the group's: K seeds trained in one program
             summary["vmapped_seeds"] = [m.config.seed for m in self.members]
         return summary

@@ -67,9 +67,23 @@ class RunDir:
         has_results = self.holds_run()
         if config.resume and not has_results:
             raise ConfigError(f"nothing to resume in {self.path}: it holds no run")
+        if config.resume:
+            self.check_trained_here()
         if has_results and not config.resume:
             raise ConfigError(f"out_dir {self.path} already holds a run; pass resume=true to continue it or choose "
                               f"another out_dir")
+
+    def check_trained_here(self) -> None:
+        """A run `bnnx import` wrote has no training to continue: say how to train from it instead."""
+        summary = self.path / "summary.json"
+        try:
+            source = read_json(summary).get("imported_from") if summary.exists() else None
+        except (BnnxError, AttributeError):
+            return  # a damaged record is the resume's own error to report
+        if isinstance(source, dict):
+            origin = " ".join(str(source[k]) for k in ("framework", "arch", "file") if source.get(k))
+            raise ConfigError(f"{self.path} was imported ({origin}), not trained by bnnx: it has no training to "
+                              f"resume; train from it with method.init_from={self.path} out_dir=NEW_DIR")
 
     # ---- config.yaml ---------------------------------------------------------------------
 
@@ -140,6 +154,7 @@ def resolve_resume(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         raise ConfigError("resume=true needs out_dir=DIR, the folder of the run to continue")
     if not (Path(config.out_dir) / "config.yaml").exists():
         return config  # the loop reports that there is nothing to resume
+    RunDir(config.out_dir).check_trained_here()  # before any override is compared with its config
     saved = RunDir(config.out_dir).config()
     keys = {o.partition("=")[0].lstrip("+~") for o in overrides} - {"resume", "out_dir"}
     if keys:

@@ -10,8 +10,6 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from bnnx.errors import CheckpointError
-from bnnx.train.restore import restore_run
 from bnnx.train.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -31,20 +29,12 @@ class RunServices:
     train_run: Callable | None = None  # bnnx.train.loop.train, for sub-runs
 
     def load_run_variables(self, run_dir: str | Path) -> tuple[dict, TrainConfig]:
-        """Variables of a finished run, checked to fit this run's model. Returns (variables, its config)."""
-        from bnnx.layers import flat
+        """Params and batch statistics of the run in `run_dir`, checked to fit this run's model (as
+        `method.init_from` loads them). Returns (variables, its config)."""
+        from bnnx.train.init_from import load_start, source_config
 
-        other = RunDir(run_dir).config()
-        mine = {k: v.shape for k, v in flat(self.variables["params"]).items()}
-        if (other.model.name, other.model.target, other.dataset.name) != \
-                (self.config.model.name, self.config.model.target, self.config.dataset.name):
-            raise CheckpointError(f"run {run_dir} trained {other.model.name} on {other.dataset.name}; "
-                                  f"this run needs {self.config.model.name} on {self.config.dataset.name}")
-        variables, _, _ = restore_run(run_dir, self.dataset, other)
-        theirs = {k: v.shape for k, v in flat(variables["params"]).items()}
-        if mine != theirs:
-            raise CheckpointError(f"run {run_dir} has a different parameter structure than this model")
-        return variables, other
+        variables, _ = load_start(run_dir, self.config, self.dataset, self.variables)
+        return variables, source_config(run_dir)
 
     def full_precision_apply(self):
         """The apply function of this run's model's FP twin (same parameters, no quantizer), built once."""
