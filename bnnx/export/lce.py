@@ -2,7 +2,7 @@
 
 The flatbuffer is written directly (`bnnx.export.tflite`), not by LCE's converter, so exporting
 needs neither TensorFlow nor LCE. Each layer maps as LCE's converter maps a larq model
-(`bnnx.export.lce_graph` holds the ops):
+(`bnnx.export.lce_graph` holds the ops, `lce_residual` the residual families):
 
 - a binary layer whose inputs are binarized: `LceQuantize` (sign bits, 1 for a negative value,
   32 channels to an int32 word) then `LceBconv2d` (a dense layer as a 1×1 conv on a 1×1 map)
@@ -10,12 +10,19 @@ needs neither TensorFlow nor LCE. Each layer maps as LCE's converter maps a larq
   sign(x) with zeros); its scale and the BatchNorm after it are folded into
   post_activation_multiplier/bias (out = m·(K − 2·popcount(x xor w)) + b), except where a
   max-pool stands between them (BinaryNet): then MAX_POOL_2D and the BN as MUL + ADD follow;
-- a real layer: FULLY_CONNECTED / CONV_2D with float weights; a BatchNorm after it: MUL + ADD;
+- a strided binary 3×3 conv whose padding TFLite's SAME does not reproduce (on an even size SAME
+  pads after, the zoo's torchvision layout before): LceBconv2d at stride 1, then STRIDED_SLICE;
+- a real layer: FULLY_CONNECTED / CONV_2D with float weights (PAD + VALID where SAME pads
+  otherwise); a BatchNorm after it: MUL + ADD;
 - hardtanh: RELU_N1_TO_1, left out before a binary layer (sign(hardtanh(x)) = sign(x)); relu:
-  RELU; max-pool: MAX_POOL_2D on floats.
+  RELU; PReLU: PRELU; max-pool: MAX_POOL_2D on floats (a padded 3×3/2 one as a stride-1 SAME
+  pool, then STRIDED_SLICE); avg-pool: AVERAGE_POOL_2D; global average pool: MEAN;
+- a residual sum: ADD; ReActNet's learnable shifts: ADD (before LceQuantize for RSign; ADD,
+  PRELU, ADD for RPReLU); its concatenated halves: CONCATENATION.
 
-Covered: the zoo's MLP, ConvNet and BinaryNet with binary weights and activations (W1A1). Other
-families (ResNets, ReActNet, ...), ternary or weight-only-binary layers are refused in one line.
+Covered: the zoo's MLP, ConvNet, BinaryNet, ResNets, Bi-Real Net-18 and ReActNet-A with binary
+weights and activations (W1A1). Other families (GoogLeNet, ViT, external models), ternary or
+weight-only-binary layers (the ResNets' default) are refused in one line.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from bnnx.errors import ConfigError
 from bnnx.export import tflite
 from bnnx.export.format import Exported, unpack
 from bnnx.export.lce_graph import Mapper
+from bnnx.export.lce_residual import RESIDUAL_BUILDERS
 
 
 def _mlp(mapper: Mapper, model: dict, x: int) -> int:
@@ -67,7 +75,7 @@ def _convnet(mapper: Mapper, model: dict, x: int) -> int:
     return mapper.layer("QuantDense_0", x, f"BatchNorm_{len(widths)}", conv=False)
 
 
-BUILDERS = {"mlp": _mlp, "convnet": _convnet, "binarynet": _binarynet}
+BUILDERS = {"mlp": _mlp, "convnet": _convnet, "binarynet": _binarynet, **RESIDUAL_BUILDERS}
 
 
 def check_family(family) -> None:
