@@ -24,8 +24,11 @@ install: $(STAMP) ## Create .venv and install bnnx (editable) with its test extr
 # LCE's interpreter extension is built against NumPy 1.x and misreads NumPy 2 arrays; bnnx needs NumPy 2,
 # so the export tests run it in its own small environment (bnnx/export/lce_interpreter.py)
 LCE_VENV := .venv-lce
-$(LCE_VENV)/.installed: $(STAMP)
-	test -d $(LCE_VENV) || $(BIN)/python -m venv $(LCE_VENV)
+# It needs only a Python to make a venv from, not bnnx installed: depending on $(STAMP) would let the
+# tests' `make lce-env BIN=<their python>` reinstall bnnx (editable) from whichever checkout they run in
+LCE_BASE = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+$(LCE_VENV)/.installed:
+	test -d $(LCE_VENV) || $(LCE_BASE) -m venv $(LCE_VENV)
 	$(LCE_VENV)/bin/pip install --quiet 'numpy<2' 'larq-compute-engine==0.16.0'
 	touch $@
 
