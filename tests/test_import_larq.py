@@ -196,6 +196,7 @@ def test_training_or_evaluating_a_shapes_run_says_it_needs_a_data_set(run_cli, t
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     for args in (["eval", str(run), "--json", str(tmp_path / "eval.json")], ["eval", str(tmp_path / "custom.npz")],
                  ["train", "method=rpr", f"method.init_from={run}", f"out_dir={tmp_path / 'rpr'}"],
+                 ["train", f"method.init_from={run}", "dataset=digits", f"out_dir={tmp_path / 'digits'}"],
                  ["train", "dataset=shapes", "dataset.input_shape=[24,24,3]", "dataset.num_classes=7",
                   f"out_dir={tmp_path / 'scratch'}"]):
         code, output = run_cli(*args)
