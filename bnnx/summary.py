@@ -11,7 +11,8 @@ MACs are multiply-accumulates per example; those of layers with quantized (binar
 kernels are "binary" (additions only), and those that also see binary inputs are "xnor"
 (XNOR-popcount, the BOPs of Bi-Real Net and ReActNet).
 
-Works from the data set's name alone (known input shapes), so nothing needs to be downloaded.
+Works from the data set's name alone (known input shapes), or `dataset=shapes`'s own shapes, so
+nothing needs to be downloaded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from bnnx.data import dataset_shape
+from bnnx.data import DatasetConfig, dataset_class, dataset_shape  # noqa: F401 (API: dataset_shape)
 from bnnx.layers import LayerRecord, flat, record_layers
 from bnnx.models import ModelConfig, build_model
 
@@ -143,16 +144,19 @@ def layer_summary(record: LayerRecord, config: ModelConfig) -> LayerSummary:
                         params * BITS[precision] + scale_bits, record.macs)
 
 
-def summarize(config: ModelConfig, dataset: str, image_size: int = 224) -> ModelSummary:
-    """The summary of `config` on `dataset`'s input shape, from abstract shapes only (no init)."""
-    shape, classes = dataset_shape(dataset, image_size)
+def summarize(config: ModelConfig, dataset: str | DatasetConfig, image_size: int = 224) -> ModelSummary:
+    """The summary of `config` on the input shape of `dataset` (a name, or a data set's config:
+    `shapes` states its own), from abstract shapes only (no init)."""
+    if isinstance(dataset, str):
+        dataset = dataset_class(dataset)(name=dataset, image_size=image_size)
+    shape, classes = dataset.shapes()
     model = build_model(config, classes)
     example = jnp.zeros((1, *shape), jnp.float32)
     records = record_layers(model, example)
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=False))["params"]
     total = sum(math.prod(leaf.shape) for leaf in flat(params).values())
     layers = [layer_summary(record, config) for record in records]
-    return ModelSummary(config.target or config.name, dataset, shape, classes, layers,
+    return ModelSummary(config.target or config.name, dataset.name, shape, classes, layers,
                         total - sum(layer.params for layer in layers))
 
 

@@ -3,14 +3,16 @@ for the CLI and the Python API; the YAML options state only what differs from th
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
 import pytest
+import yaml
 
 from bnnx.config import AnalysisConfig, DistillConfig, LoggerConfig, TrainConfig
 from bnnx.config.schema import check_value, check_values, describe, is_checked, limits, setting, type_hints, validate
-from bnnx.data import DatasetConfig
+from bnnx.data import DatasetConfig, ShapesConfig, dataset_class
 from bnnx.errors import ConfigError
 from bnnx.methods.bmd import BMD
 from bnnx.methods.bnew import BNEW
@@ -107,7 +109,7 @@ def config_classes():
     from bnnx.models import FIXED, MODELS, model_class
     from bnnx.quantizers import QUANTIZERS
 
-    classes = [(c, ()) for c in (TrainConfig, DistillConfig, AnalysisConfig, DatasetConfig, ModelConfig)]
+    classes = [(c, ()) for c in (TrainConfig, DistillConfig, AnalysisConfig, DatasetConfig, ShapesConfig, ModelConfig)]
     classes += [(method_class(name), ()) for name in METHODS]
     classes += [(model_class(name), FIXED) for name in MODELS]
     return classes + [(q, ()) for q in QUANTIZERS.values()]
@@ -166,7 +168,8 @@ def test_python_api_sequences_are_stored_as_tuples():
 
 # ---- one source of defaults: the dataclasses; a YAML option states only what differs ---------
 
-NEEDS = {"external": ["model.target=tests.models_external:SmallNet"]}  # a class to binarize
+NEEDS = {"external": ["model.target=tests.models_external:SmallNet"],  # a class to binarize
+         "shapes": ["dataset.input_shape=[24,24,3]", "dataset.num_classes=7"]}  # the shapes it stands for
 
 
 def load_yaml(path: Path) -> dict:
@@ -201,7 +204,7 @@ def class_defaults(group: str, option: str) -> dict:
         return {**defaults_of(ModelConfig), "name": option}
     if group == "model":
         return {**defaults_of(ModelConfig, ("options", "target", "rules")), **model_options(option), "name": option}
-    return {**defaults_of({"dataset": DatasetConfig, "logger": LoggerConfig}[group]), "name": option}
+    return {**defaults_of(dataset_class(option) if group == "dataset" else LoggerConfig), "name": option}
 
 
 @pytest.mark.parametrize("group", ["method", "model", "dataset", "logger"])
@@ -215,7 +218,9 @@ def test_an_option_composes_to_its_class_defaults_plus_exactly_its_yaml(group):
         restated = [k for k, v in own.items() if k in defaults and lists(v) == defaults[k]]
         assert not restated, f"{path.name} restates its class's defaults: {restated}"
         composed = compose_dict([f"{group}={path.stem}", *NEEDS.get(path.stem, [])])[group]
-        expected = {**defaults, **own, **({"target": NEEDS[path.stem][0].split("=")[1]} if path.stem in NEEDS else {})}
+        needed = {key.split(".", 1)[1]: yaml.safe_load(value)
+                  for key, _, value in (o.partition("=") for o in NEEDS.get(path.stem, []))}
+        expected = {**defaults, **own, **needed}
         assert composed == expected, path.name
 
 
@@ -235,3 +240,28 @@ def test_every_option_composes_into_a_valid_config(compose, group):
     for path in sorted((CONF / group).glob("*.yaml")):
         config = compose(f"{group}={path.stem}", *NEEDS.get(path.stem, []))
         assert getattr(config, group).name == path.stem
+
+
+def test_the_shapes_option_states_its_shapes_and_round_trips(compose):
+    from bnnx.config import config_from_dict, config_to_dict
+    from bnnx.data import load_dataset, shape_only
+    from bnnx.errors import DataNotFoundError
+
+    config = compose("dataset=shapes", "dataset.input_shape=[24,24,3]", "dataset.num_classes=7")
+    assert isinstance(config.dataset, ShapesConfig) and config.dataset.shapes() == ((24, 24, 3), 7)
+    assert config_from_dict(config_to_dict(config)).dataset == config.dataset
+    dataset = shape_only(config.dataset)
+    assert (dataset.input_shape, dataset.num_classes) == ((24, 24, 3), 7)
+    with pytest.raises(DataNotFoundError, match="training and evaluating need a data set"):
+        load_dataset(config.dataset)
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["dataset=shapes"], "dataset=shapes needs dataset.input_shape"),
+    (["dataset=shapes", "dataset.input_shape=[0,4]", "dataset.num_classes=3"], "dataset.input_shape[0] must be >= 1"),
+    (["dataset=shapes", "dataset.input_shape=[4,4]", "dataset.num_classes=0"], "dataset.num_classes must be >= 1"),
+    (["dataset=cifar10", "dataset.num_classes=3"], "unknown key 'dataset.num_classes'"),
+])
+def test_the_shapes_option_is_checked(compose, overrides, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        compose(*overrides)

@@ -20,10 +20,10 @@ from bnnx.interop.larq_import import import_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "larq"
 MODELS = ("docs_mnist", "digits_quantizers", "digits_mlp", "birealnet", "resnet_e18", "quicknet", "larq_guide",
-          "layer_tour", "mlp_activations", "densenet28")
+          "layer_tour", "mlp_activations", "densenet28", "bireal_custom")
 QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}  # halves compile
 FILES = ("docs_mnist.h5", "digits_quantizers.keras", "birealnet.h5", "resnet_e18.keras", "quicknet.h5",
-         "larq_guide.keras", "layer_tour.h5", "mlp_activations.keras", "densenet28.h5")
+         "larq_guide.keras", "layer_tour.h5", "mlp_activations.keras", "densenet28.h5", "bireal_custom.h5")
 
 
 def fixture(name: str):
@@ -154,6 +154,68 @@ def test_training_starts_from_the_import(run_cli, tmp_path):
     assert result.summary["test_accuracy"] > 0.3, result.summary["test_accuracy"]  # chance: 0.1
 
 
+def test_a_model_no_data_set_fits_records_its_shapes_and_predicts_larqs_logits(run_cli, tmp_path):
+    """A Bi-Real-style net on 24x24x3 inputs with 7 classes (no bnnx data set has them): the run
+    records dataset=shapes with the model's shapes; predict, export and summary work on it."""
+    from omegaconf import OmegaConf
+
+    from bnnx.io import read_json
+
+    data, run = fixture("bireal_custom"), tmp_path / "runs" / "custom"
+    np.save(tmp_path / "x.npy", data["input"])
+    code, output = run_cli("import", "larq", str(FIXTURES / "bireal_custom.keras"), str(run))
+    assert code == 0 and "on shapes (24x24x3 inputs, 7 classes)" in output, output
+    recorded = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    assert isinstance(recorded, dict)
+    assert {k: recorded["dataset"][k] for k in ("name", "input_shape", "num_classes")} == {
+        "name": "shapes", "input_shape": [24, 24, 3], "num_classes": 7}
+    assert read_json(run / "summary.json")["dataset"] == "shapes"
+    assert run_cli("export", str(run), "--out", str(tmp_path / "custom.npz"))[0] == 0
+    for source in (run, tmp_path / "custom.npz"):
+        code, output = run_cli("predict", str(source), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+        assert code == 0, output
+        logits = np.load(tmp_path / "y.npy")
+        np.testing.assert_allclose(logits, data["logits"], atol=1e-4, rtol=0)
+        assert logits.shape == (4, 7) and (logits.argmax(-1) == data["logits"].argmax(-1)).all()
+
+    np.save(tmp_path / "bad.npy", data["input"][:, :, :20])
+    code, output = run_cli("predict", str(run), str(tmp_path / "bad.npy"), str(tmp_path / "z.npy"))
+    assert code == 2 and output.count("\n") == 1 and "(N, 24, 24, 3)" in output, output
+    assert not (tmp_path / "z.npy").exists()
+    code, output = run_cli("summary", "--run", str(run), "--json", str(tmp_path / "summary.json"))
+    assert code == 0, output
+    summary = read_json(tmp_path / "summary.json")
+    assert (summary["dataset"], summary["input_shape"], summary["num_classes"]) == ("shapes", [24, 24, 3], 7)
+    assert summary["total"]["binary_params"] == 8 * 8 * 9 + 8 * 16 * 9 + 16 * 16 * 9  # the three binary convs
+
+
+def test_training_or_evaluating_a_shapes_run_says_it_needs_a_data_set(run_cli, tmp_path):
+    run = tmp_path / "custom"
+    assert run_cli("import", "larq", str(FIXTURES / "bireal_custom.h5"), str(run))[0] == 0
+    assert run_cli("export", str(run), "--out", str(tmp_path / "custom.npz"))[0] == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for args in (["eval", str(run), "--json", str(tmp_path / "eval.json")], ["eval", str(tmp_path / "custom.npz")],
+                 ["train", "method=rpr", f"method.init_from={run}", f"out_dir={tmp_path / 'rpr'}"],
+                 ["train", f"method.init_from={run}", "dataset=digits", f"out_dir={tmp_path / 'digits'}"],
+                 ["train", "dataset=shapes", "dataset.input_shape=[24,24,3]", "dataset.num_classes=7",
+                  f"out_dir={tmp_path / 'scratch'}"]):
+        code, output = run_cli(*args)
+        assert code == 2 and output.startswith("error: ") and output.count("\n") == 1, (args, output)
+        assert "training and evaluating need a data set" in output and "dataset=NAME" in output, output
+        assert "--dataset NAME" in output and "24x24x3 inputs and 7 classes" in output, output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_dataset_shapes_can_be_chosen_where_a_data_set_fits(run_cli, tmp_path):
+    """--dataset shapes on the digits MLP: the shapes alone; its C export has no test inputs to write."""
+    run = tmp_path / "mlp"
+    code, output = run_cli("import", "larq", str(FIXTURES / "digits_mlp.h5"), str(run), "--dataset", "shapes")
+    assert code == 0 and "on shapes (8x8x1 inputs, 10 classes)" in output, output
+    code, output = run_cli("export", str(run), "--format", "c", str(tmp_path / "c"))
+    assert code == 0 and "INPUTS.bin" in output, output
+    assert (tmp_path / "c" / "bnnx_model.c").is_file() and not (tmp_path / "c" / "input.bin").exists()
+
+
 def _edited(tmp_path: Path, edit) -> Path:
     """docs_mnist.keras with its config.json changed by `edit`."""
     path = tmp_path / "edited.keras"
@@ -208,6 +270,8 @@ def test_what_bnnx_cannot_express_is_refused_in_one_line(run_cli, tmp_path, edit
     ("model.h5", b"not hdf5", "cannot read"),
     ("model.keras", b"PK not a zip", "cannot read"),
     ("docs_mnist.h5", "--dataset=digits", "digits does not fit (these do: mnist, fashion_mnist)"),
+    ("bireal_custom.h5", "--dataset=cifar10", "cifar10 does not fit (none does); --dataset shapes records"),
+    ("docs_mnist.h5", "--dataset=svhn", "unknown dataset 'svhn'"),
 ])
 def test_bad_model_files_and_data_sets_are_refused_in_one_line(run_cli, tmp_path, name, content, words):
     path, options = tmp_path / name, []

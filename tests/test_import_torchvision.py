@@ -80,6 +80,31 @@ def test_imported_run_is_a_finished_fp_run_that_init_from_accepts(run_cli, tmp_p
     assert code == 2 and "already holds a run" in output
 
 
+def test_a_fine_tuned_head_no_data_set_fits_records_its_shapes(run_cli, tmp_path):
+    """fc cut to 7 classes and 64x64 inputs (torchvision's logits' first 7 columns are its logits):
+    the run records dataset=shapes and predicts them; training it says it needs a data set."""
+    from safetensors.numpy import save_file
+
+    from bnnx.io import read_json
+
+    state = state_dict("resnet18")
+    state["fc.weight"], state["fc.bias"] = state["fc.weight"][:7], state["fc.bias"][:7]
+    weights, run = tmp_path / "tuned.safetensors", tmp_path / "tuned"
+    save_file(state, str(weights))
+    code, output = run_cli("import", "torchvision", "resnet18", str(weights), str(run), "--image-size", "64")
+    assert code == 0 and "on shapes (64x64x3 inputs, 7 classes)" in output, output
+    assert read_json(run / "summary.json")["dataset"] == "shapes"
+    np.save(tmp_path / "x.npy", LOGITS["input"].transpose(0, 2, 3, 1))
+    code, output = run_cli("predict", str(run), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
+    assert code == 0, output
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), LOGITS["resnet18_logits"][:, :7], atol=1e-4, rtol=0)
+    code, output = run_cli("eval", str(run))
+    assert code == 2 and output.count("\n") == 1 and "training and evaluating need a data set" in output, output
+    code, output = run_cli("import", "torchvision", "resnet18", str(weights), str(tmp_path / "other"),
+                           "--dataset", "cifar10")
+    assert code == 2 and "cifar10 does not fit (none does)" in output and not (tmp_path / "other").exists()
+
+
 @pytest.mark.parametrize("args, words", [
     (["vgg16", "w.safetensors"], "unknown architecture 'vgg16'"),
     (["resnet18", "missing.safetensors"], "no weights file"),

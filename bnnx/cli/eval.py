@@ -38,7 +38,7 @@ def _base_config(path: Path) -> dict:
     return manifest["config"]
 
 
-def _with_overrides(values: dict, overrides: list[str]):
+def with_overrides(values: dict, overrides: list[str]):
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -72,7 +72,7 @@ def eval_command(
 
         raise ConfigError(f"{fixed[0]!r}: an export's model and method are fixed; only dataset.* and "
                           "eval_batch_size apply")
-    config = _with_overrides(_base_config(path), overrides)
+    config = with_overrides(_base_config(path), overrides)
     result = evaluate_checkpoint(config, path) if path.is_dir() else evaluate_export(path, config)
     if json_out is not None:
         try:

@@ -27,8 +27,9 @@ def _write_c(config, run_dir: Path, out: Optional[Path]) -> str:
 
     out = out if out is not None else run_dir / "c"
     facts = export_run_c(config, run_dir, out)
+    inputs = f"{out}/input.bin" if facts["input_bin"] else "INPUTS.bin (float32 N x H x W x C; no test examples here)"
     return (f"wrote a C99 program to {out} (arena {facts['arena_bytes']:,} bytes); "
-            f"build and run it: make -C {out} && {out}/infer {out}/input.bin")
+            f"build and run it: make -C {out} && {out}/infer {inputs}")
 
 
 def _write_qonnx(config, run_dir: Path, out: Optional[Path]) -> str:

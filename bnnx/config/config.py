@@ -6,7 +6,7 @@ import dataclasses
 from typing import Literal
 
 from bnnx.config.schema import setting, validate
-from bnnx.data import DatasetConfig
+from bnnx.data import DatasetConfig, dataset_class
 from bnnx.errors import ConfigError, check
 from bnnx.methods.base import MethodConfig
 from bnnx.models import ModelConfig
@@ -121,13 +121,19 @@ def model_from_dict(values: dict) -> ModelConfig:
     return _build(ModelConfig, {**common, "options": {**(common.get("options") or {}), **values}}, "model")
 
 
+def dataset_from_dict(values: dict) -> DatasetConfig:
+    """The data set's config, of the class its name picks (`shapes` states its own shapes)."""
+    values = _mapping(values, "dataset")
+    return _build(dataset_class(values.get("name", DatasetConfig.name)), values, "dataset")
+
+
 def config_from_dict(values: dict) -> TrainConfig:
     values = _mapping(values, "the config")
     check("method" in values, "the config has no method")
     parts = {
         "method": method_from_dict(values.pop("method")),
         "model": model_from_dict(values.pop("model", {"name": "mlp"})),
-        "dataset": _build(DatasetConfig, _mapping(values.pop("dataset", {}), "dataset"), "dataset"),
+        "dataset": dataset_from_dict(values.pop("dataset", {})),
         "distill": _build(DistillConfig, _mapping(values.pop("distill", None) or {}, "distill"), "distill"),
         "analysis": _build(AnalysisConfig, _mapping(values.pop("analysis", None) or {}, "analysis"), "analysis"),
         "logger": _build(LoggerConfig, _mapping(values.pop("logger", None) or {}, "logger"), "logger"),

@@ -67,9 +67,9 @@ def model_defaults(name: str) -> dict:
 
 
 def dataset_defaults(name: str) -> dict:
-    from bnnx.data import DatasetConfig
+    from bnnx.data import dataset_class
 
-    return _named(name, field_defaults(DatasetConfig))
+    return _named(name, field_defaults(dataset_class(name)))
 
 
 def logger_defaults(name: str) -> dict:

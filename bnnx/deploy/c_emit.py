@@ -121,7 +121,11 @@ class Emitter:
             ins = [jnp.broadcast_to(jnp.asarray(v.const), common) for v in operands]
         else:
             ins = [jnp.asarray(np.broadcast_to(np.asarray(v.const), v.shape)) for v in operands]
-        return const_value(np.asarray(eqn.primitive.bind(*ins, **eqn.params)), shape)
+        try:
+            return const_value(np.asarray(eqn.primitive.bind(*ins, **eqn.params)), shape)
+        except (TypeError, ValueError):  # e.g. a pool's window over a broadcast scalar, whose shape the trace drops
+            raise ConfigError(f"C export: op {eqn.primitive.name} on constants is not supported by the C runtime "
+                              "(average pooling that excludes padding, for one)") from None
 
     def broadcast(self, value: Value, params, shape) -> Value:
         dims = params["broadcast_dimensions"]

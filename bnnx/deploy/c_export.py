@@ -4,7 +4,8 @@ OUT_DIR gets bnnx_model.h (sizes, the arena's size, `bnnx_model_run`), bnnx_weig
 kernels as `static const uint32_t` words in bnnx's bit layout, the folded BatchNorms' int32
 multipliers and thresholds, the real layers' float32 parameters), bnnx_model.c (the program),
 bnnx_runtime.h/.c (the kernels), main.c and a Makefile building `infer`, and input.bin: a few
-test examples of the run's data set, as the model takes them (normalized, N×H×W×C float32).
+test examples of the run's data set, as the model takes them (normalized, N×H×W×C float32; none
+for `dataset=shapes`, which has no examples).
 The program is the packed engine's own (`bnnx.deploy.c_graph`): what the engine folds, the C
 code folds; a graph it cannot express is refused naming the op.
 """
@@ -77,10 +78,13 @@ def write_c_export(export_path: Path | str, out_dir: Path | str, inputs: np.ndar
     return facts
 
 
-def test_inputs(dataset_config, count: int = 8) -> np.ndarray:
-    """The first `count` test examples of a data set, normalized as the model takes them."""
+def test_inputs(dataset_config, count: int = 8) -> np.ndarray | None:
+    """The first `count` test examples of a data set, normalized as the model takes them (None for
+    `dataset=shapes`, which has none)."""
     from bnnx.data import load_dataset
 
+    if not dataset_config.has_examples:
+        return None
     dataset = load_dataset(dataset_config)
     images, _, weights = next(iter(dataset.test_batches(count)))
     return np.asarray(dataset.normalize(images), np.float32)[:int(np.sum(weights))]
@@ -94,8 +98,9 @@ def export_run_c(config, run_dir: Path | str, out_dir: Path | str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         path, manifest = export_run(config, run_dir, Path(tmp) / "export.npz")
-        facts = write_c_export(path, out_dir, test_inputs(config.dataset))
-    return {**facts, "manifest": manifest}
+        inputs = test_inputs(config.dataset)
+        facts = write_c_export(path, out_dir, inputs)
+    return {**facts, "manifest": manifest, "input_bin": inputs is not None}
 
 
 def cortex_m4_sizes(out_dir: Path | str, compiler: str = "arm-none-eabi-gcc") -> dict[str, int]:

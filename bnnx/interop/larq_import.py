@@ -107,23 +107,6 @@ def _input_shape(config: dict) -> tuple[int, ...] | None:
 TARGET = "bnnx.interop.keras_graph:KerasGraph"
 
 
-def choose_dataset(shape: tuple[int, ...], classes: int, name: str | None = None) -> tuple[str, int | None]:
-    """(data set, ImageNet image size or None) whose inputs and classes fit the model's: `name` if
-    given, else the first that fits (digits, mnist, fashion_mnist, cifar10, cifar100, imagenet2012)."""
-    from bnnx.data import DATASET_SHAPES
-
-    fits = [d for d, (s, c) in DATASET_SHAPES.items() if c == classes and
-            (list(s) == list(shape) or (None in s and len(shape) == 3 and shape[0] == shape[1] and shape[2] == s[2]))]
-    if name is not None and name not in DATASET_SHAPES:
-        raise ConfigError(f"unknown data set '{name}'; valid options: {', '.join(DATASET_SHAPES)}")
-    if not fits or (name is not None and name not in fits):
-        raise ConfigError(f"the model takes {'x'.join(map(str, shape))} inputs with {classes} classes; "
-                          f"{'no bnnx data set fits' if name is None else name + ' does not fit'}"
-                          f"{' (these do: ' + ', '.join(fits) + ')' if fits else ''}")
-    chosen = name or fits[0]
-    return chosen, (shape[0] if None in DATASET_SHAPES[chosen][0] else None)
-
-
 def output_classes(graph: list[dict], variables: dict, shape: tuple[int, ...]) -> int:
     """The logits' width, once the graph is checked to run on `shape` inputs and end in (N, classes)."""
     import json

@@ -94,6 +94,11 @@ def to_variables(arch: str, state: dict[str, np.ndarray]) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
+def num_classes(variables: dict) -> int:
+    """The classes of the imported classifier: the width of its fc layer (1000 for ImageNet's)."""
+    return int(np.shape(variables["params"]["QuantDense_0"]["kernel"])[-1])
+
+
 def _put(tree: dict, path: tuple[str, ...], leaves: dict) -> None:
     for part in path:
         tree = tree.setdefault(part, {})

@@ -54,6 +54,7 @@ def load_start(run_dir: str | Path, config: TrainConfig, dataset, fresh: dict) -
     """The params and batch statistics of the run in `run_dir`, checked to fit `fresh` (this run's
     model), as JAX arrays of the fresh dtypes; and the record of that run."""
     theirs = source_config(run_dir)
+    theirs.dataset.require_examples()  # an import that records only shapes: training from it needs a data set
     _check_same_model(config, theirs, run_dir)
     try:
         run = restore_trained(run_dir, dataset, theirs)
