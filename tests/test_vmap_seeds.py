@@ -97,7 +97,9 @@ def test_the_first_vmapped_step_equals_each_seeds_own_step(name, compose, digits
         assert float(sums["correct"][i]) == float(own["correct"])
 
 
-@pytest.mark.parametrize("name", ["bnew", "bop", "ilb-random", "ppt", "rpr", "ste"])
+# the stacking is method-agnostic pytree code: these three cover the state shapes that differ
+# (Bop's flip-threshold optimizer state, ILB's masks that epoch hooks change, PPT's switch of graph)
+@pytest.mark.parametrize("name", ["bop", "ilb-random", "ppt"])
 def test_stacking_on_the_host_trains_exactly_as_the_compiled_stacking(name, compose, digits, tmp_path, monkeypatch):
     """On the CPU NumPy stacks the seeds' states and slices them into host rows (no compile); every
     number equals the compiled programs': rows, metrics of the epoch hooks that change arrays, sign
