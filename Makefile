@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PRESET ?= cpu
 ARGS   ?=
-TEST_JOBS ?= 2
+# one pytest process per core, at most 8 (each holds JAX and its compiled programs, ~1.5 GB)
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 8 ] && n=8; echo $$n)
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
@@ -47,7 +48,7 @@ lint: install ## ruff (pyflakes, isort, line length 120) over bnnx and tests, py
 	$(BIN)/ruff check bnnx tests
 	$(BIN)/pyright
 
-test: install lce-env test-data c-compilers lint ## Lint, then run the test suite (TEST_JOBS=2 processes, one file each)
+test: install lce-env test-data c-compilers lint ## Lint, then run the test suite (TEST_JOBS processes, one per core up to 8, one file each)
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 clean: ## Remove the virtual environment and caches
