@@ -78,9 +78,9 @@ def _bireal_block(mapper: Mapper, block: str, x: int, stride: int, act: str) -> 
 
 
 def _birealnet(mapper: Mapper, model: dict, x: int) -> int:
-    options = _options(model)
+    cls, options = model_class(model["name"]), _options(model)
     x = _stem(mapper, x, options, "identity")  # the sign is the nonlinearity
-    for index, stride in enumerate(_block_strides((4, 4, 4, 4))):
+    for index, stride in enumerate(_block_strides(cls.stage_sizes)):
         x = _bireal_block(mapper, f"BiRealBlock_{index}", x, stride, options["activation"])
     return _classifier(mapper, x)
 

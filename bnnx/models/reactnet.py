@@ -73,6 +73,7 @@ class BiRealNet18(nn.Module):
     width_multiplier: float = setting(1.0, gt=0)
     cifar_stem: bool = False
     activation: str = setting("identity", choices=ACTIVATIONS)
+    stage_sizes = (4, 4, 4, 4)  # architecture constant (a class attribute, not an option), as the ResNets'
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -82,8 +83,8 @@ class BiRealNet18(nn.Module):
         x = batch_norm(train)(x)
         if not self.cifar_stem:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pyright: ignore[reportArgumentType] (flax takes pairs too)
-        for stage, width in enumerate(widths):
-            for block in range(4):
+        for stage, (blocks, width) in enumerate(zip(self.stage_sizes, widths)):
+            for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = BiRealBlock(width, self.policy, stride, self.activation)(x, train)
         return classifier(x, self.num_classes, self.policy, train)
