@@ -18,7 +18,7 @@ from bnnx.lock import FolderBusyError, FolderLock, is_locked
 from test_bad_input import assert_one_line_error, snapshot
 
 BNNX = [sys.executable, "-m", "bnnx.cli.__main__"]
-RUN = ["epochs=4", "batch_size=8", "model.hidden=[16]", "--quiet"]
+RUN = ["epochs=4", "batch_size=8", "model.hidden=[16]", "checkpoint_every=1", "--quiet"]  # a checkpoint to wait for
 
 
 def start_writer(run: Path) -> subprocess.Popen:

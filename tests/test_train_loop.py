@@ -125,7 +125,7 @@ class ExplodingFP(FP):
 
 
 def test_divergence_stops_with_status_and_keeps_last_good_checkpoint(compose, digits, tmp_path):
-    config = compose("method=fp", "epochs=6", f"out_dir={tmp_path / 'run'}")
+    config = compose("method=fp", "epochs=6", "checkpoint_every=1", f"out_dir={tmp_path / 'run'}")
     steps_per_epoch = digits.steps_per_epoch(config.batch_size)
     config = dataclasses.replace(config, method=ExplodingFP(good_steps=2 * steps_per_epoch))
     result = train(config, dataset=digits)

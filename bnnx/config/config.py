@@ -60,7 +60,9 @@ class TrainConfig:
     eval_batch_size: int = setting(1000, ge=1)
     out_dir: str | None = None
     resume: bool = False
-    checkpoint_every: int = setting(1, ge=1)  # epochs; an interrupt always checkpoints
+    # epochs; null: after the first epoch that ends 30 s or more after the last save (or the run's
+    # start), so short epochs are not dominated by saves. The last epoch and an interrupt always save.
+    checkpoint_every: int | None = setting(None, ge=1)
     devices: int | Literal["all"] = setting(1, ge=1)  # local devices to split each batch over, or all of them
     distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
     analysis: AnalysisConfig = dataclasses.field(default_factory=AnalysisConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,17 @@ import numpy as np
 from bnnx.errors import CheckpointError
 
 STATE_FIELDS = ("step", "params", "batch_stats", "quant", "trainable", "opt_state", "rng")
+# `checkpoint_every=null`: a save costs ~0.1 s of a 2-core CPU, more than a digits epoch, so
+# short epochs save at most this often; an epoch of a paper run is longer and saves every time
+CHECKPOINT_SECONDS = 30.0
+
+
+def checkpoint_due(epochs_done: int, epochs: int, every: int | None, seconds_since_save: float) -> bool:
+    """Save after this epoch? Every `every` epochs, or (None) once CHECKPOINT_SECONDS have passed;
+    always after the last one."""
+    if epochs_done == epochs:
+        return True
+    return seconds_since_save >= CHECKPOINT_SECONDS if every is None else epochs_done % every == 0
 
 
 def _quiet_orbax():
@@ -45,6 +57,10 @@ class Checkpoints:
         self.directory = Path(run_dir).absolute() / "checkpoints"
         self._manager = None
         self._max_to_keep = max_to_keep
+        self._saved_at = time.monotonic()  # the run's start counts as a save for `checkpoint_due`
+
+    def seconds_since_save(self) -> float:
+        return time.monotonic() - self._saved_at
 
     @property
     def manager(self):
@@ -71,6 +87,7 @@ class Checkpoints:
             self.manager.delete(step)
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                          position=ocp.args.JsonSave(position)))
+        self._saved_at = time.monotonic()
 
     def restore(self, state) -> tuple[Any, dict]:
         """Restore the latest checkpoint into the structure of `state`."""

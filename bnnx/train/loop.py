@@ -27,7 +27,7 @@ from bnnx.io import check_writable
 from bnnx.lock import FolderLock
 from bnnx.methods.base import scheduled_values
 from bnnx.summary import run_precision
-from bnnx.train.checkpoint import Checkpoints
+from bnnx.train.checkpoint import Checkpoints, checkpoint_due
 from bnnx.train.compile_clock import compile_seconds
 from bnnx.train.diagnose import chance_warning, check_first_batch, recorded_warnings, warn
 from bnnx.train.experiment import Experiment, build_experiment
@@ -262,7 +262,8 @@ class Trainer:
                                      member.warnings, member.config.method.chance_hint):
             member.warnings.append(warn(message))
         member.position = {**member.position, "epoch": epoch + 1, "batch": 0, "sums": zero_sums()}
-        if (epoch + 1) % member.config.checkpoint_every == 0 or epoch + 1 == member.config.epochs:
+        if checkpoint_due(epoch + 1, member.config.epochs, member.config.checkpoint_every,
+                          member.checkpoints.seconds_since_save()):
             member.checkpoints.save(state, member.position)
 
     def _log_step(self, step: int, state, batch_sums) -> None:
