@@ -13,6 +13,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+import bnnx.xla_cpu  # noqa: F401 (jax.random's bits compile faster on CPU, unchanged; every model draws them)
 from bnnx.config.schema import check_values, setting, validate
 from bnnx.errors import unknown_choice
 
