@@ -17,6 +17,7 @@ from pathlib import Path
 # the digits MLP of the export/eval tests: two binary hidden layers (QuantDense_1, QuantDense_2)
 # with a BN between them that the export folds into thresholds (W1A1)
 MLP = ("model=mlp", "model.hidden=[48,40,32]", "batch_size=32")
+MLP_STE = (*MLP, "method=ste", "epochs=2")  # test_eval's ste run, which the export-format tests read too
 # the digits ConvNet: two binary hidden 3×3 convs with the BN between them folded
 CONVNET = ("model=convnet", "model.widths=[8,16,16]", "epochs=3", "batch_size=32", "method.lr=0.01")
 

@@ -19,7 +19,7 @@ from bnnx.bench.packed import random_variables
 from bnnx.deploy.c_export import cortex_m4_sizes, write_c_export
 from bnnx.export import tensor_entries, write_export
 from bnnx.models import ModelConfig, build_model
-from tests.shared_runs import CONVNET, MLP, trained
+from tests.shared_runs import CONVNET, MLP_STE, trained
 
 CASES = {  # tiny variants of every family the C export supports: (model config, input shape)
     "mlp": (ModelConfig(name="mlp", options={"hidden": (40, 33, 16)}), (8, 8, 1)),
@@ -92,7 +92,7 @@ def test_c_program_equals_the_packed_engine_bit_for_bit(case, tmp_path, monkeypa
 
 
 # the digits MLP and ConvNet that the eval and export tests train too: shared, read-only (outputs go to tmp_path)
-@pytest.mark.parametrize("overrides", [(*MLP, "method=ste", "epochs=2"), CONVNET], ids=["mlp", "convnet"])
+@pytest.mark.parametrize("overrides", [MLP_STE, CONVNET], ids=["mlp", "convnet"])
 def test_trained_digits_runs_predict_as_bnnx_eval(overrides, digits, run_cli, tmp_path):
     from bnnx.evaluate import evaluate_export
 
