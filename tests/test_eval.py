@@ -9,6 +9,7 @@ import pytest
 from bnnx.evaluate import evaluate_checkpoint, evaluate_export
 from bnnx.export import PACKED_ENCODINGS, export_run, unpack
 from bnnx.packed.engine import load
+from tests.shared_runs import MLP, copy_run, trained
 
 METHODS = {  # tiny digits runs; RPR needs FF = 1 at the end (5 epochs) for its kernels to pack
     "ste": ("method=ste", "epochs=2"),
@@ -21,20 +22,16 @@ METHODS = {  # tiny digits runs; RPR needs FF = 1 at the end (5 epochs) for its 
 }
 
 
-def train_run(compose, digits, tmp_path, *overrides):
-    from bnnx.train.loop import train
-
-    config = compose("model=mlp", "model.hidden=[48,40,32]", "batch_size=32", f"out_dir={tmp_path / 'run'}",
-                     *overrides)
-    result = train(config, dataset=digits)
-    assert result.status == "completed"
-    return config, result
+def train_run(digits, *overrides):
+    """The shared digits MLP run of `overrides` (tests/shared_runs.py): trained once per process,
+    read-only here (exports go to tmp_path; the CLI tests copy the run)."""
+    return trained(digits, *MLP, *overrides)
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_packed_export_scores_the_runs_own_accuracy(method, compose, digits, tmp_path):
-    config, result = train_run(compose, digits, tmp_path, *METHODS[method])
-    path, manifest = export_run(config, result.run_dir)
+def test_packed_export_scores_the_runs_own_accuracy(method, digits, tmp_path):
+    config, result = train_run(digits, *METHODS[method])
+    path, manifest = export_run(config, result.run_dir, tmp_path / "export.npz")
     packed = [t["name"] for t in manifest["tensors"] if t["encoding"] in PACKED_ENCODINGS]
     assert packed == ["params/QuantDense_1/kernel", "params/QuantDense_2/kernel"]  # the hidden layers
     # QuantDense_1's sums → BN → hardtanh → QuantDense_2's input bits, on integer thresholds (W1A1)
@@ -49,14 +46,15 @@ def test_packed_export_scores_the_runs_own_accuracy(method, compose, digits, tmp
     assert evaluate_checkpoint(config, result.run_dir, dataset=digits)["test_accuracy"] == figures["test_accuracy"]
 
 
-@pytest.mark.parametrize("overrides", [(), ("model.binary_activations=false",)], ids=["w1a1", "w1a32"])
-def test_cli_export_then_eval_prints_the_runs_accuracy(overrides, compose, digits, run_cli, tmp_path):
-    _, result = train_run(compose, digits, tmp_path, "epochs=2", *overrides)
-    accuracy = result.summary["test_accuracy"]
-    code, text = run_cli("export", str(result.run_dir))
+# the ste runs of METHODS above: W1A1, and W1A32 (its mean|w| scaling does not change what the CLI prints)
+@pytest.mark.parametrize("method", ["ste", "ste-w1a32-mean_abs"], ids=["w1a1", "w1a32"])
+def test_cli_export_then_eval_prints_the_runs_accuracy(method, digits, run_cli, tmp_path):
+    accuracy = train_run(digits, *METHODS[method])[1].summary["test_accuracy"]
+    _, run_dir = copy_run(digits, tmp_path / "run", *MLP, *METHODS[method])  # `bnnx export RUN` writes into RUN
+    code, text = run_cli("export", str(run_dir))
     assert code == 0, text
-    export = result.run_dir / "export.npz"
-    assert unpack(export).manifest["config"]["model"]["binary_activations"] == (not overrides)
+    export = run_dir / "export.npz"
+    assert unpack(export).manifest["config"]["model"]["binary_activations"] == (method == "ste")
 
     code, text = run_cli("eval", str(export), "--json", str(tmp_path / "eval.json"))
     assert code == 0, text
@@ -66,7 +64,7 @@ def test_cli_export_then_eval_prints_the_runs_accuracy(overrides, compose, digit
     figures = json.loads((tmp_path / "eval.json").read_text())
     assert figures["test_accuracy"] == accuracy and figures["source"] == "packed"
 
-    code, text = run_cli("eval", str(result.run_dir), "eval_batch_size=100")
+    code, text = run_cli("eval", str(run_dir), "eval_batch_size=100")
     assert code == 0 and text.strip().startswith(f"test_accuracy={accuracy} "), text
     assert text.strip().endswith(" ran=checkpoint"), text
 
@@ -79,13 +77,13 @@ def test_eval_of_bad_paths_is_one_line(run_cli, tmp_path):
         assert code == 2 and text.strip().count("\n") == 0 and text.startswith("error: "), text
 
 
-def test_eval_refuses_bad_overrides_in_one_line(compose, digits, run_cli, tmp_path):
-    _, result = train_run(compose, digits, tmp_path, "epochs=1")
-    assert run_cli("export", str(result.run_dir))[0] == 0
-    for path, override, message in ((result.run_dir, "no_such_key=1", "unknown key"),
-                                    (result.run_dir, "eval_batch_size=0", "eval_batch_size must be >= 1"),
-                                    (result.run_dir / "export.npz", "model.hidden=[8]", "fixed"),
-                                    (result.run_dir / "export.npz", "oops", "not key=value")):
+def test_eval_refuses_bad_overrides_in_one_line(digits, run_cli, tmp_path):
+    _, run_dir = copy_run(digits, tmp_path / "run", *MLP, *METHODS["ste"])
+    assert run_cli("export", str(run_dir))[0] == 0
+    for path, override, message in ((run_dir, "no_such_key=1", "unknown key"),
+                                    (run_dir, "eval_batch_size=0", "eval_batch_size must be >= 1"),
+                                    (run_dir / "export.npz", "model.hidden=[8]", "fixed"),
+                                    (run_dir / "export.npz", "oops", "not key=value")):
         code, text = run_cli("eval", str(path), override)
         assert code == 2 and text.strip().count("\n") == 0 and message in text, text
 

@@ -15,6 +15,7 @@ from bnnx.layers import flat, set_quant, unflat
 from bnnx.models import ModelConfig, build_model
 from bnnx.packed.bits import pack_kernel, unpack_kernel
 from bnnx.packed.engine import load
+from tests.shared_runs import CONVNET, trained
 
 
 def test_sign_words_hold_bit_k_of_the_reduction_axis_in_word_k_div_32():
@@ -102,17 +103,11 @@ def test_unpack_rejects_a_file_that_is_no_export(tmp_path):
         unpack(bad)
 
 
-def test_exported_run_scores_the_runs_final_test_accuracy(compose, digits, run_cli, tmp_path):
-    from bnnx.train.loop import train
-
-    run_dir = tmp_path / "run"
-    config = compose("model=convnet", "model.widths=[8,8,8]", "epochs=2", "batch_size=32", "method.lr=0.01",
-                     f"out_dir={run_dir}")
-    result = train(config, dataset=digits)
-    assert result.status == "completed"
+def test_exported_run_scores_the_runs_final_test_accuracy(digits, run_cli, tmp_path):
+    config, result = trained(digits, *CONVNET)  # shared, read-only: the export goes to tmp_path
 
     out = tmp_path / "convnet.npz"
-    code, text = run_cli("export", str(run_dir), "--out", str(out))
+    code, text = run_cli("export", str(result.run_dir), "--out", str(out))
     assert code == 0, text
     exported = unpack(out)
     binary = [t for t in exported.manifest["tensors"] if t["encoding"] == "sign_words"]
@@ -129,7 +124,8 @@ def test_exported_run_scores_the_runs_final_test_accuracy(compose, digits, run_c
     folds = load(out)[1].folds
     assert list(exported.thresholds) == list(folds) == ["QuantConv_2"]
     fold = next(t for t in exported.manifest["tensors"] if t["name"] == "fold/QuantConv_2")
-    assert (fold["producer"], fold["batch_norm"], fold["shape"]) == ("QuantConv_1", "BatchNorm_1", [8])
+    width = config.model.options["widths"][1]  # QuantConv_1's output channels
+    assert (fold["producer"], fold["batch_norm"], fold["shape"]) == ("QuantConv_1", "BatchNorm_1", [width])
     for name in ("multiplier", "threshold"):
         assert exported.thresholds["QuantConv_2"][name].dtype == np.int32
         np.testing.assert_array_equal(exported.thresholds["QuantConv_2"][name], getattr(folds["QuantConv_2"], name))

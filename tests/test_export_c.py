@@ -19,6 +19,7 @@ from bnnx.bench.packed import random_variables
 from bnnx.deploy.c_export import cortex_m4_sizes, write_c_export
 from bnnx.export import tensor_entries, write_export
 from bnnx.models import ModelConfig, build_model
+from tests.shared_runs import CONVNET, MLP_STE, trained
 
 CASES = {  # tiny variants of every family the C export supports: (model config, input shape)
     "mlp": (ModelConfig(name="mlp", options={"hidden": (40, 33, 16)}), (8, 8, 1)),
@@ -90,34 +91,31 @@ def test_c_program_equals_the_packed_engine_bit_for_bit(case, tmp_path, monkeypa
     assert packed.folds, "no BN folded: the fold path went untested"
 
 
-def test_trained_digits_runs_predict_as_bnnx_eval(compose, digits, run_cli, tmp_path):
+# the digits MLP and ConvNet that the eval and export tests train too: shared, read-only (outputs go to tmp_path)
+@pytest.mark.parametrize("overrides", [MLP_STE, CONVNET], ids=["mlp", "convnet"])
+def test_trained_digits_runs_predict_as_bnnx_eval(overrides, digits, run_cli, tmp_path):
     from bnnx.evaluate import evaluate_export
-    from bnnx.train.loop import train
 
+    config, result = trained(digits, *overrides)
+    name = config.model.name
     test_inputs = tmp_path / "test.bin"
     test_inputs.write_bytes(np.asarray(digits.normalize(digits.test_images), "<f4").tobytes())
-    for name, overrides in (("mlp", ["model.hidden=[64,64]"]), ("convnet", ["model.widths=[8,16,16]"])):
-        run_dir = tmp_path / name
-        config = compose(f"model={name}", *overrides, "epochs=3", "batch_size=32", "method.lr=0.01",
-                         f"out_dir={run_dir}")
-        assert train(config, dataset=digits).status == "completed"
-        code, text = run_cli("export", str(run_dir), "--format", "c", str(tmp_path / f"{name}_c"))
-        assert code == 0, text
-        code, text = run_cli("export", str(run_dir), "--out", str(tmp_path / f"{name}.npz"))
-        assert code == 0, text
-        build(tmp_path / f"{name}_c", debug=False)
-        logits, _ = infer(tmp_path / f"{name}_c", tmp_path / f"{name}_c" / "input.bin")
-        model, packed, _ = engine.load(tmp_path / f"{name}.npz")
-        first = digits.normalize(digits.test_images[:len(logits)])
-        np.testing.assert_allclose(logits, np.asarray(engine.packed_apply(model, packed, first)), rtol=1e-5, atol=1e-5)
+    code, text = run_cli("export", str(result.run_dir), "--format", "c", str(tmp_path / f"{name}_c"))
+    assert code == 0, text
+    code, text = run_cli("export", str(result.run_dir), "--out", str(tmp_path / f"{name}.npz"))
+    assert code == 0, text
+    build(tmp_path / f"{name}_c", debug=False)
+    model, packed, _ = engine.load(tmp_path / f"{name}.npz")
+    expected = np.asarray(jax.jit(lambda p, x: engine.packed_apply(model, p, x))(
+        packed, digits.normalize(digits.test_images)))
+    logits, _ = infer(tmp_path / f"{name}_c", tmp_path / f"{name}_c" / "input.bin")  # the first test examples
+    np.testing.assert_allclose(logits, expected[:len(logits)], rtol=1e-5, atol=1e-5)
 
-        logits, _ = infer(tmp_path / f"{name}_c", test_inputs)
-        expected = np.asarray(jax.jit(lambda p, x: engine.packed_apply(model, p, x))(
-            packed, digits.normalize(digits.test_images)))
-        np.testing.assert_array_equal(np.argmax(logits, -1), np.argmax(expected, -1))
-        accuracy = float(np.mean(np.argmax(logits, -1) == digits.test_labels))
-        assert accuracy == pytest.approx(evaluate_export(tmp_path / f"{name}.npz", config, digits)["test_accuracy"])
-        assert accuracy > 0.5, f"{name} did not learn ({accuracy})"
+    logits, _ = infer(tmp_path / f"{name}_c", test_inputs)
+    np.testing.assert_array_equal(np.argmax(logits, -1), np.argmax(expected, -1))
+    accuracy = float(np.mean(np.argmax(logits, -1) == digits.test_labels))
+    assert accuracy == pytest.approx(evaluate_export(tmp_path / f"{name}.npz", config, digits)["test_accuracy"])
+    assert accuracy > 0.5, f"{name} did not learn ({accuracy})"
 
 
 def test_the_same_source_compiles_for_a_cortex_m4(tmp_path):

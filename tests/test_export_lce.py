@@ -21,6 +21,7 @@ from bnnx.export import export_run, exported, tensor_entries, unpack
 from bnnx.export.lce import lce_bytes
 from bnnx.layers import record_layers
 from bnnx.models import build_model
+from tests.shared_runs import CONVNET, trained
 
 ROOT = Path(__file__).resolve().parents[1]
 LCE_PYTHON = ROOT / ".venv-lce" / "bin" / "python"
@@ -42,14 +43,7 @@ def lce_logits(lce_python, model: Path, inputs: np.ndarray, tmp_path: Path) -> n
     return np.load(tmp_path / "y.npy")
 
 
-def trained(compose, digits, tmp_path, *overrides):
-    from bnnx.train.loop import train
-
-    run_dir = tmp_path / "run"
-    config = compose(*overrides, "epochs=2", "batch_size=32", "method.lr=0.01", f"out_dir={run_dir}")
-    result = train(config, dataset=digits)
-    assert result.status == "completed"
-    return config, run_dir
+TRAINING = ("epochs=2", "batch_size=32", "method.lr=0.01")
 
 
 def expected_bytes(manifest: dict) -> int:
@@ -63,18 +57,19 @@ def expected_bytes(manifest: dict) -> int:
 
 
 # The flatbuffer's own tables (tensor shapes, ops, the custom ops' FlexBuffer options, 16-byte aligned
-# buffers) take ~100 bytes a tensor: under 5 % of the 88 KB MLP, ~3 KB over the 8.7 KB ConvNet's weights,
+# buffers) take ~100 bytes a tensor: under 5 % of the 88 KB MLP, ~3 KB over the ConvNet's weights,
 # ~6 KB over the 11 KB BinaryNet's, ~14 KB over the 19 KB ResNet-20's (153 tensors).
 @pytest.mark.parametrize("overrides, metadata", [
-    (("model=mlp",), 0),
-    (("model=convnet", "model.widths=[16,32,32]"), 4096),
-    (("model=binarynet", "model.width_multiplier=0.0625"), 8192),
+    (("model=mlp", *TRAINING), 0),
+    (CONVNET, 4096),  # the digits ConvNet the other export tests train (tests/shared_runs.py)
+    (("model=binarynet", "model.width_multiplier=0.0625", *TRAINING), 8192),
     # W1A1 (the zoo's ResNets keep real activations by default); hardtanh, as ReLU would make every sign +1
-    (("model=resnet20", "model.binary_activations=true", "model.width_multiplier=0.5", "model.activation=hardtanh"),
-     16384)], ids=["mlp", "convnet", "binarynet", "resnet20"])
-def test_lce_flatbuffer_reproduces_bnnx_eval_in_lces_interpreter(overrides, metadata, compose, digits, run_cli,
-                                                                 lce_python, tmp_path):
-    config, run_dir = trained(compose, digits, tmp_path, *overrides)
+    (("model=resnet20", "model.binary_activations=true", "model.width_multiplier=0.5", "model.activation=hardtanh",
+      *TRAINING), 16384)], ids=["mlp", "convnet", "binarynet", "resnet20"])
+def test_lce_flatbuffer_reproduces_bnnx_eval_in_lces_interpreter(overrides, metadata, digits, run_cli, lce_python,
+                                                                 tmp_path):
+    config, result = trained(digits, *overrides)  # read-only: every output goes to tmp_path
+    run_dir = result.run_dir
     model = tmp_path / "m.tflite"
     code, text = run_cli("export", str(run_dir), "--format", "lce", "--out", str(model))
     assert code == 0, text

@@ -18,6 +18,7 @@ from bnnx.deploy.qonnx_export import QONNX_DOMAIN, write_qonnx
 from bnnx.export import tensor_entries, write_export
 from bnnx.models import ModelConfig, build_model
 from bnnx.packed.engine import load, packed_apply
+from tests.shared_runs import MLP_STE, trained
 
 CASES = {
     "mlp": (ModelConfig(name="mlp", options={"hidden": (40, 33, 16)}), (8, 8, 1)),
@@ -58,12 +59,8 @@ def test_an_unknown_format_is_one_line_listing_the_valid_ones(run_cli, tmp_path)
     assert code == 2 and text.strip() == "error: unknown format 'onnx2'; valid options: c, lce, npz, qonnx"
 
 
-def test_cli_exports_a_trained_run_that_qonnx_runs(compose, digits, run_cli, tmp_path):
-    from bnnx.train.loop import train
-
-    run_dir = tmp_path / "run"
-    config = compose("model=mlp", "model.hidden=[32,32]", "epochs=1", "batch_size=64", f"out_dir={run_dir}")
-    assert train(config, dataset=digits).status == "completed"
+def test_cli_exports_a_trained_run_that_qonnx_runs(digits, run_cli, tmp_path):
+    run_dir = trained(digits, *MLP_STE)[1].run_dir  # shared, read-only: outputs to tmp_path
     code, text = run_cli("export", str(run_dir), "--format", "qonnx", str(tmp_path / "model.onnx"))
     assert code == 0 and "BipolarQuant" in text, text
     code, text = run_cli("export", str(run_dir), "--out", str(tmp_path / "model.npz"))

@@ -154,24 +154,40 @@ def test_training_starts_from_the_import(run_cli, tmp_path):
     assert result.summary["test_accuracy"] > 0.3, result.summary["test_accuracy"]  # chance: 0.1
 
 
-def test_a_model_no_data_set_fits_records_its_shapes_and_predicts_larqs_logits(run_cli, tmp_path):
+@pytest.fixture(scope="module")
+def custom_run(tmp_path_factory):
+    """bireal_custom.keras imported and exported once for the two tests below, which only read them
+    (their outputs go to their own tmp_path): (the import's output, run dir, export)."""
+    from typer.testing import CliRunner
+
+    from bnnx.cli import _register_commands, app
+
+    _register_commands()
+    root = tmp_path_factory.mktemp("custom")
+    run, export = root / "runs" / "custom", root / "custom.npz"
+    outputs = []  # the import's, the export's
+    for args in (["import", "larq", FIXTURES / "bireal_custom.keras", run], ["export", run, "--out", export]):
+        outputs.append(CliRunner().invoke(app, list(map(str, args)), catch_exceptions=False))
+        assert outputs[-1].exit_code == 0, outputs[-1].output
+    return outputs[0].output, run, export
+
+
+def test_a_model_no_data_set_fits_records_its_shapes_and_predicts_larqs_logits(custom_run, run_cli, tmp_path):
     """A Bi-Real-style net on 24x24x3 inputs with 7 classes (no bnnx data set has them): the run
     records dataset=shapes with the model's shapes; predict, export and summary work on it."""
     from omegaconf import OmegaConf
 
     from bnnx.io import read_json
 
-    data, run = fixture("bireal_custom"), tmp_path / "runs" / "custom"
+    data, (output, run, export) = fixture("bireal_custom"), custom_run
     np.save(tmp_path / "x.npy", data["input"])
-    code, output = run_cli("import", "larq", str(FIXTURES / "bireal_custom.keras"), str(run))
-    assert code == 0 and "on shapes (24x24x3 inputs, 7 classes)" in output, output
+    assert "on shapes (24x24x3 inputs, 7 classes)" in output, output
     recorded = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     assert isinstance(recorded, dict)
     assert {k: recorded["dataset"][k] for k in ("name", "input_shape", "num_classes")} == {
         "name": "shapes", "input_shape": [24, 24, 3], "num_classes": 7}
     assert read_json(run / "summary.json")["dataset"] == "shapes"
-    assert run_cli("export", str(run), "--out", str(tmp_path / "custom.npz"))[0] == 0
-    for source in (run, tmp_path / "custom.npz"):
+    for source in (run, export):
         code, output = run_cli("predict", str(source), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"))
         assert code == 0, output
         logits = np.load(tmp_path / "y.npy")
@@ -189,12 +205,12 @@ def test_a_model_no_data_set_fits_records_its_shapes_and_predicts_larqs_logits(r
     assert summary["total"]["binary_params"] == 8 * 8 * 9 + 8 * 16 * 9 + 16 * 16 * 9  # the three binary convs
 
 
-def test_training_or_evaluating_a_shapes_run_says_it_needs_a_data_set(run_cli, tmp_path):
-    run = tmp_path / "custom"
-    assert run_cli("import", "larq", str(FIXTURES / "bireal_custom.h5"), str(run))[0] == 0
-    assert run_cli("export", str(run), "--out", str(tmp_path / "custom.npz"))[0] == 0
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    for args in (["eval", str(run), "--json", str(tmp_path / "eval.json")], ["eval", str(tmp_path / "custom.npz")],
+def test_training_or_evaluating_a_shapes_run_says_it_needs_a_data_set(custom_run, run_cli, tmp_path):
+    """On the import above (.keras; the .h5 imports alike: test_h5_and_keras_files_import_alike)."""
+    _, run, export = custom_run
+    listing = lambda: sorted(p for root in (tmp_path, run.parent.parent) for p in root.rglob("*"))  # noqa: E731
+    before = listing()
+    for args in (["eval", str(run), "--json", str(tmp_path / "eval.json")], ["eval", str(export)],
                  ["train", "method=rpr", f"method.init_from={run}", f"out_dir={tmp_path / 'rpr'}"],
                  ["train", f"method.init_from={run}", "dataset=digits", f"out_dir={tmp_path / 'digits'}"],
                  ["train", "dataset=shapes", "dataset.input_shape=[24,24,3]", "dataset.num_classes=7",
@@ -203,7 +219,7 @@ def test_training_or_evaluating_a_shapes_run_says_it_needs_a_data_set(run_cli, t
         assert code == 2 and output.startswith("error: ") and output.count("\n") == 1, (args, output)
         assert "training and evaluating need a data set" in output and "dataset=NAME" in output, output
         assert "--dataset NAME" in output and "24x24x3 inputs and 7 classes" in output, output
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    assert listing() == before  # nothing written
 
 
 def test_dataset_shapes_can_be_chosen_where_a_data_set_fits(run_cli, tmp_path):
