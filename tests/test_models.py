@@ -67,7 +67,7 @@ def random_variables(shapes, seed: int = 0) -> dict:
             value = np.ones(leaf.shape)
         else:
             value = (1.0 if key == "scale" else 0.0) + 0.1 * noise
-        return jnp.asarray(value, jnp.float32)
+        return jnp.asarray(value.astype(np.float32))  # cast on the host: no convert program per shape
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
@@ -96,7 +96,9 @@ def test_one_jitted_train_step(name):
     step = make_train_step(lambda x: x, None, lambda quant, step: quant)
     batch = (images, labels, jnp.ones(len(images)))
     run = (lambda f, *args: f(*args)) if name in SMALL else jax.eval_shape
-    state = run(lambda v: create_state(model, v, tx, seed=0), jax.tree.map(jnp.copy, variables))  # the step donates it
+    # the real step donates its state: give it host copies (jnp.copy would compile a program per shape)
+    own = jax.tree.map(lambda leaf: jnp.asarray(np.array(leaf)), variables) if name in SMALL else variables
+    state = run(lambda v: create_state(model, v, tx, seed=0), own)
     new_state, sums = run(step, state, batch, CrossEntropy())
 
     assert jax.eval_shape(model.apply, variables, images).shape == (len(images), 10)

@@ -11,9 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bnnx.bench.packed import random_variables
 from bnnx.export import tensor_entries, write_export
-from bnnx.layers import flat
+from bnnx.layers import flat, unflat
 from bnnx.models import ModelConfig, build_model
 from bnnx.packed import kernels
 from bnnx.packed.bits import pack_kernel, pack_rows, unpack_rows_np
@@ -28,6 +27,30 @@ def levels(shape, ternary=False):
     if ternary:
         values = np.where(RNG.random(shape) < 0.3, 0.0, values)
     return values.astype(np.float32)
+
+
+def random_variables(model, x, seed: int = 0) -> dict:
+    """bnnx.bench.packed.random_variables' values (kernels ~ N(0, 1/fan_in), BN scales and
+    variances in [0.5, 2], masks 1), cast to float32 with NumPy: a jnp cast compiles one program
+    per shape, and a zoo model has dozens of shapes."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    rng = np.random.default_rng(seed)
+
+    def value(path, shape):
+        if path[-1] == "kernel":
+            return rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
+        if path[-1] in ("scale", "var"):
+            return rng.uniform(0.5, 2.0, shape)
+        return rng.normal(size=shape) * (0.5 if path[-1] == "mean" else 0.1)
+
+    variables = {}
+    for collection, tree in shapes.items():
+        leaves = flat(tree)
+        if leaves:
+            make = (lambda p, s: np.ones(s)) if collection == "quant" else value
+            variables[collection] = unflat({p: jnp.asarray(make(p, v.shape).astype(np.float32))
+                                            for p, v in leaves.items()})
+    return variables
 
 
 def planes_of(kernel, ternary):
@@ -57,8 +80,7 @@ def test_dense_kernels_equal_the_float_dot(ternary, k):
 
 
 @pytest.mark.parametrize("ternary", [False, True])
-@pytest.mark.parametrize("padding,strides", [("SAME", (1, 1)), ((1, 1), (2, 2)), ("VALID", (1, 1)),
-                                             ("SAME", (2, 2)), ((0, 0), (1, 1))])
+@pytest.mark.parametrize("padding,strides", [("SAME", (1, 1)), ((1, 1), (2, 2)), ("VALID", (1, 1)), ("SAME", (2, 2))])
 def test_conv_kernels_equal_the_float_conv_with_zero_padding(ternary, padding, strides):
     w = levels((3, 3, 40, 6), ternary)
     x = RNG.normal(size=(2, 7, 6, 40)).astype(np.float32)
@@ -106,6 +128,14 @@ FOLDED = {  # the layers whose input bits come from a BN folded into integer thr
     "birealnet18": None,  # every binary conv takes a residual sum
     "reactnet_a": None,  # ... through a learned shift
 }
+
+
+def test_explicit_zero_padding_is_valid_padding():
+    """Explicit pads reach the kernels as the same pads a padding name gives (so the conv cases
+    above, which run on the pads, need not repeat VALID as ((0, 0), (0, 0)))."""
+    assert kernels.conv_pads((7, 6), (3, 3), (1, 1), ((0, 0), (0, 0))) == [(0, 0), (0, 0)]
+    assert kernels.conv_pads((7, 6), (3, 3), (1, 1), (0, 0)) == kernels.conv_pads((7, 6), (3, 3), (1, 1), "VALID")
+    assert kernels.conv_pads((7, 6), (3, 3), (2, 2), (1, 1)) == [(1, 1), (1, 1)]
 
 
 def export_model(config: ModelConfig, shape, tmp_path, seed=0):
@@ -157,7 +187,6 @@ def test_a_folded_batch_norm_leaves_the_compiled_program(tmp_path):
 def test_folding_is_refused_where_the_sign_cannot_be_traced_to_a_batch_norm(tmp_path):
     """PReLU's slope is a learned parameter, so the bit is not proven to be the BN's; a BN whose
     bit depends on FMA contraction is refused with its reason; both still equal the float model."""
-    from bnnx.layers import unflat
     from bnnx.packed.engine import fold_thresholds
     from tests.test_fold import fma_dependent_channel
 

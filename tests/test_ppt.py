@@ -352,7 +352,8 @@ def test_resume_in_the_middle_of_an_fp_epoch_replays_the_fp_graph(compose, digit
     from bnnx.layers import FULL_PRECISION
     from bnnx.train.loop import Trainer, prepare_run_dir
 
-    args = ("method=ppt", "epochs=4", "method.fp_fraction=0.5")
+    # the `ppt` fixture's configuration: its compiled steps (both phases) are reused
+    args = ("method=ppt", "epochs=4", "method.fp_fraction=0.5", "+method.inner_config.lr=0.01")
     reference = train(compose(*args, f"out_dir={tmp_path / 'ref'}"), dataset=digits)
 
     def run(config, stop_at=None):
