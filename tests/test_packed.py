@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bnnx.bench.packed import random_variables
 from bnnx.export import tensor_entries, write_export
 from bnnx.layers import flat, unflat
 from bnnx.models import ModelConfig, build_model
@@ -27,30 +28,6 @@ def levels(shape, ternary=False):
     if ternary:
         values = np.where(RNG.random(shape) < 0.3, 0.0, values)
     return values.astype(np.float32)
-
-
-def random_variables(model, x, seed: int = 0) -> dict:
-    """bnnx.bench.packed.random_variables' values (kernels ~ N(0, 1/fan_in), BN scales and
-    variances in [0.5, 2], masks 1), cast to float32 with NumPy: a jnp cast compiles one program
-    per shape, and a zoo model has dozens of shapes."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    rng = np.random.default_rng(seed)
-
-    def value(path, shape):
-        if path[-1] == "kernel":
-            return rng.normal(size=shape) / np.sqrt(np.prod(shape[:-1]))
-        if path[-1] in ("scale", "var"):
-            return rng.uniform(0.5, 2.0, shape)
-        return rng.normal(size=shape) * (0.5 if path[-1] == "mean" else 0.1)
-
-    variables = {}
-    for collection, tree in shapes.items():
-        leaves = flat(tree)
-        if leaves:
-            make = (lambda p, s: np.ones(s)) if collection == "quant" else value
-            variables[collection] = unflat({p: jnp.asarray(make(p, v.shape).astype(np.float32))
-                                            for p, v in leaves.items()})
-    return variables
 
 
 def planes_of(kernel, ternary):

@@ -99,7 +99,8 @@ def random_variables(model, x, seed: int = 0) -> dict:
         leaves = flat(tree)
         if leaves:
             make = (lambda p, s: np.ones(s)) if collection == "quant" else value
-            variables[collection] = unflat({p: jnp.asarray(make(p, v.shape), jnp.float32) for p, v in leaves.items()})
+            variables[collection] = unflat({p: jnp.asarray(make(p, v.shape).astype(np.float32))  # a cast on the host
+                                            for p, v in leaves.items()})  # compiles nothing per shape
     return variables
 
 
