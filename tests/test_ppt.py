@@ -198,7 +198,8 @@ def test_resume_at_the_switch_replays_the_conversion(compose, digits, tmp_path):
     conversion (masks, Bop's signing of the kernels) happens again in the epoch hook."""
     import shutil
 
-    overrides = ("method=ppt", "method.inner=bop", "epochs=3", "method.fp_fraction=0.67", "model.hidden=[32,32]")
+    overrides = ("method=ppt", "method.inner=bop", "epochs=3", "method.fp_fraction=0.67", "model.hidden=[32,32]",
+                 "checkpoint_every=1")  # a checkpoint after each epoch, to cut back to the switch
     full = train(compose(*overrides, f"out_dir={tmp_path / 'full'}"), dataset=digits)
     shutil.copytree(tmp_path / "full", tmp_path / "cut")
     checkpoints = sorted((tmp_path / "cut" / "checkpoints").iterdir(), key=lambda p: int(p.name))
